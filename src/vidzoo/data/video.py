@@ -1,0 +1,509 @@
+"""Decoding: bytes to frames.
+
+`VideoReader(path)` is the one entry point. It delegates to a *decoder backend* (PyAV today)
+through the small `Decoder` protocol, so another backend (torchcodec, OpenCV) can be added
+with `register_decoder` without touching samplers or datasets.
+
+Frame *i* always means the i-th frame in presentation order, as a full sequential decode
+would produce it. Random access maps indices to presentation timestamps (gathered by
+demuxing packets, which is cheap: nothing is decoded), seeks to the nearest keyframe before
+the first wanted frame and decodes forward; it never decodes the whole file to take a clip
+from the middle. Files whose timestamps cannot be trusted fall back to decoding from the start.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "VideoDecodeError",
+    "VideoNotFoundError",
+    "NotAVideoError",
+    "NoVideoStreamError",
+    "CorruptVideoError",
+    "VideoInfo",
+    "Decoder",
+    "VideoReader",
+    "register_decoder",
+    "available_decoders",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class VideoDecodeError(Exception):
+    """A video could not be read. The message names the file and the cause."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class VideoNotFoundError(VideoDecodeError, FileNotFoundError):
+    """The path does not exist or is not a regular file."""
+
+
+class NotAVideoError(VideoDecodeError):
+    """The file is not a media container FFmpeg can open (empty, random bytes, wrong type)."""
+
+
+class NoVideoStreamError(VideoDecodeError):
+    """The container opened but holds no decodable video stream (audio-only, subtitles...)."""
+
+
+class CorruptVideoError(VideoDecodeError):
+    """The video stream is truncated, corrupt, encrypted or otherwise undecodable."""
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a decoder knows about a video stream.
+
+    `num_frames` is exact (counted by demuxing); `header_num_frames` is what the container
+    header claims (0 when it says nothing) and is kept only for reporting. `height`/`width`
+    are as displayed, i.e. after rotation; `coded_height`/`coded_width` as stored.
+    `rotation` is the clockwise rotation, in degrees, applied to stored frames for display.
+    """
+
+    path: str
+    num_frames: int
+    header_num_frames: int
+    fps: float
+    duration: float
+    height: int
+    width: int
+    coded_height: int
+    coded_width: int
+    rotation: int
+    codec: str
+    pix_fmt: str
+    sample_aspect_ratio: float = 1.0
+    variable_frame_rate: bool = False
+    start_time: float = 0.0
+
+
+class Decoder(Protocol):
+    """A decoder backend: opens one file, describes it, and returns frames by index."""
+
+    info: VideoInfo
+
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None) -> np.ndarray:
+        """Frames at `indices` (presentation order) as uint8 (T, H, W, 3) RGB, rotation applied.
+
+        `size` is the displayed (height, width) to resize to, or None for the native size.
+        """
+
+    def close(self) -> None: ...
+
+
+_DECODERS: dict[str, Callable[[str, int], Decoder]] = {}
+
+
+def register_decoder(name: str, factory: Callable[[str, int], Decoder]) -> None:
+    """Make a decoder backend available as `VideoReader(path, backend=name)`."""
+    if name in _DECODERS:
+        raise ValueError(f"decoder backend {name!r} is already registered")
+    _DECODERS[name] = factory
+
+
+def available_decoders() -> list[str]:
+    return sorted(_DECODERS)
+
+
+# --------------------------------------------------------------------------- PyAV backend
+
+
+@dataclass
+class _StreamIndex:
+    """Presentation timestamps of every frame and the keyframes, from one demux pass."""
+
+    pts: list[int] = field(default_factory=list)  # sorted, one per frame
+    keyframe_pts: list[int] = field(default_factory=list)  # sorted
+    timestamps_usable: bool = True
+
+
+class PyAVDecoder:
+    """The default backend, on PyAV (whose wheels bundle FFmpeg).
+
+    One `VideoReformatter` per stream does YUV->RGB and resizing in one swscale call; reusing
+    it keeps conversion near FFmpeg's own speed, where a new converter per frame halves it.
+    """
+
+    def __init__(self, path: str, threads: int = 1):
+        import av  # imported here so `import vidzoo` stays light
+
+        self._av = av
+        self.path = path
+        self.threads = threads
+        try:
+            self._container = av.open(path, metadata_errors="ignore")
+        except FileNotFoundError as e:
+            raise VideoNotFoundError(path, "no such file") from e
+        except av.error.FFmpegError as e:
+            raise NotAVideoError(path, f"not a readable media file ({_ffmpeg_reason(e)})") from e
+        try:
+            self._stream = self._pick_stream()
+            self._reformatter = av.video.reformatter.VideoReformatter()
+            self._index = self._build_index()
+            self.info = self._describe()
+        except BaseException:
+            self._container.close()
+            raise
+
+    # -- opening
+
+    def _pick_stream(self):
+        streams = [s for s in self._container.streams.video if s.codec_context is not None]
+        if not streams:
+            kinds = sorted({s.type for s in self._container.streams}) or ["none"]
+            raise NoVideoStreamError(self.path, f"no video stream (streams: {', '.join(kinds)})")
+        # Prefer the container's own choice (FFmpeg's av_find_best_stream), which skips
+        # cover-art pictures and picks the main track of multi-track files.
+        try:
+            best = self._container.streams.best("video")
+        except Exception:  # noqa: BLE001 - any failure just means "no preference"
+            best = None
+        stream = best if best is not None else streams[0]
+        stream.thread_type = "AUTO" if self.threads != 1 else "SLICE"
+        stream.codec_context.thread_count = self.threads
+        return stream
+
+    def _build_index(self) -> _StreamIndex:
+        """Demux (no decoding) to count frames and find keyframes."""
+        index = _StreamIndex()
+        av = self._av
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.size == 0:  # flush packet at the end of the stream
+                    continue
+                if packet.is_discard:  # dropped by an edit list: never displayed
+                    continue
+                if packet.pts is None:
+                    index.timestamps_usable = False
+                    index.pts.append(len(index.pts))
+                    continue
+                index.pts.append(packet.pts)
+                if packet.is_keyframe:
+                    index.keyframe_pts.append(packet.pts)
+        except av.error.FFmpegError as e:
+            if not index.pts:
+                raise CorruptVideoError(self.path, f"cannot read video packets ({_ffmpeg_reason(e)})") from e
+            # A damaged tail: keep what was demuxed; decoding will tell how much is usable.
+        if not index.pts:
+            raise CorruptVideoError(self.path, "the video stream has no frames")
+        index.pts.sort()
+        index.keyframe_pts.sort()
+        if len(set(index.pts)) != len(index.pts):
+            index.timestamps_usable = False
+        self._seek_to_start()
+        return index
+
+    def _describe(self) -> VideoInfo:
+        stream = self._stream
+        ctx = stream.codec_context
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        pts = self._index.pts
+        n = len(pts)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else 0.0
+        span = (pts[-1] - pts[0]) * time_base if self._index.timestamps_usable and n > 1 else 0.0
+        if span > 0:
+            # Timestamps are the truth for variable-frame-rate files and absurd headers.
+            measured = (n - 1) / span
+            if not (0 < fps < 1000) or abs(measured - fps) / measured > 0.01:
+                fps = measured
+        if not (0 < fps < 1000):
+            fps = 25.0  # nothing in the file says; FFmpeg assumes the same
+        duration = n / fps
+        rotation = self._probe_rotation()
+        coded_h, coded_w = ctx.height, ctx.width
+        if coded_h <= 0 or coded_w <= 0:
+            raise CorruptVideoError(self.path, f"invalid frame size {coded_w}x{coded_h}")
+        h, w = (coded_w, coded_h) if rotation in (90, 270) else (coded_h, coded_w)
+        sar = float(stream.sample_aspect_ratio) if stream.sample_aspect_ratio else 1.0
+        start = float(pts[0] * time_base) if self._index.timestamps_usable else 0.0
+        return VideoInfo(
+            path=self.path,
+            num_frames=n,
+            header_num_frames=int(stream.frames or 0),
+            fps=fps,
+            duration=duration,
+            height=h,
+            width=w,
+            coded_height=coded_h,
+            coded_width=coded_w,
+            rotation=rotation,
+            codec=ctx.name,
+            pix_fmt=ctx.pix_fmt or "unknown",
+            sample_aspect_ratio=sar,
+            variable_frame_rate=_is_variable_rate(pts) if self._index.timestamps_usable else False,
+            start_time=start,
+        )
+
+    def _probe_rotation(self) -> int:
+        """Rotation comes with decoded frames (display-matrix side data): decode the first one."""
+        try:
+            frame = next(self._decode_from_start(), None)
+        finally:
+            self._seek_to_start()
+        if frame is None:
+            raise CorruptVideoError(self.path, "no frame could be decoded")
+        return _clockwise_rotation(frame)
+
+    # -- decoding
+
+    def _seek_to_start(self) -> None:
+        try:
+            self._container.seek(0)
+        except self._av.error.FFmpegError:
+            pass  # some streams cannot seek; decoding goes on from wherever it is
+        self._stream.codec_context.flush_buffers()
+
+    def _frames(self) -> Iterator:
+        """Decoded frames from the current position, with decoder errors made typed."""
+        av = self._av
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.is_discard:
+                    # Still decoded (later frames may reference it) but never displayed.
+                    for _ in packet.decode():
+                        pass
+                    continue
+                yield from packet.decode()
+        except av.error.FFmpegError as e:
+            raise CorruptVideoError(self.path, f"decoding failed ({_ffmpeg_reason(e)})") from e
+
+    def _decode_from_start(self) -> Iterator:
+        self._seek_to_start()
+        return self._frames()
+
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None) -> np.ndarray:
+        info = self.info
+        wanted = sorted(set(indices))
+        if not wanted:
+            raise ValueError(f"{self.path}: no frame indices given")
+        bad = [i for i in wanted if not 0 <= i < info.num_frames]
+        if bad:
+            raise IndexError(
+                f"{self.path}: frame indices {bad[:5]} out of range; the video has {info.num_frames} frames"
+            )
+        out_h, out_w = size if size is not None else (info.height, info.width)
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"{self.path}: output size must be positive, got {size}")
+        # Frames arrive in presentation order; fill each distinct index once, then gather
+        # (so repeated and unordered indices cost nothing extra).
+        buffer = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
+        slot = {frame_index: k for k, frame_index in enumerate(wanted)}
+        if self._index.timestamps_usable:
+            filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, set(), seek=True)
+            if len(filled) < len(wanted):
+                # The seek may have landed after a wanted frame (imprecise indexes in some
+                # Matroska/TS files): decode the rest from the very start.
+                filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=False)
+        else:
+            filled = self._read_sequentially(wanted, slot, buffer, out_h, out_w)
+        if len(filled) < len(wanted):
+            missing = sorted(set(wanted) - filled)
+            raise CorruptVideoError(
+                self.path,
+                f"frames {missing[:5]}{'...' if len(missing) > 5 else ''} of {info.num_frames} could not "
+                "be decoded (truncated or corrupt data, or frames whose reference frames are missing)",
+            )
+        return buffer[[slot[i] for i in indices]]
+
+    def _read_by_timestamp(self, wanted, slot, buffer, out_h, out_w, filled: set[int], seek: bool) -> set[int]:
+        """Decode forward from the keyframe before the first missing frame (or from the start),
+        placing frames by their timestamp. Returns the indices filled so far."""
+        pts = self._index.pts
+        pts_to_index = {p: i for i, p in enumerate(pts)}
+        todo = [i for i in wanted if i not in filled]
+        keyframes = self._index.keyframe_pts
+        k = bisect.bisect_right(keyframes, pts[todo[0]]) - 1
+        if seek and k >= 0 and keyframes[k] > pts[0]:
+            try:
+                self._container.seek(keyframes[k], stream=self._stream, backward=True, any_frame=False)
+            except self._av.error.FFmpegError:
+                self._seek_to_start()
+            self._stream.codec_context.flush_buffers()
+        else:
+            self._seek_to_start()
+        filled = set(filled)
+        for frame in self._frames():
+            i = pts_to_index.get(frame.pts)
+            if i is None:
+                continue  # a frame the demuxer did not count (e.g. a discarded leading picture)
+            if i in slot and i not in filled:
+                self._convert_into(frame, buffer[slot[i]], out_h, out_w)
+                filled.add(i)
+            if i >= todo[-1]:
+                break
+        return filled
+
+    def _read_sequentially(self, wanted, slot, buffer, out_h, out_w) -> set[int]:
+        last_index = wanted[-1]
+        filled: set[int] = set()
+        for i, frame in enumerate(self._decode_from_start()):
+            if i in slot:
+                self._convert_into(frame, buffer[slot[i]], out_h, out_w)
+                filled.add(i)
+            if i >= last_index:
+                break
+        return filled
+
+    def _convert_into(self, frame, out: np.ndarray, out_h: int, out_w: int) -> None:
+        """YUV (any format) -> RGB24 at the output size, rotated for display, written into `out`."""
+        rotation = _clockwise_rotation(frame)
+        coded_h, coded_w = (out_w, out_h) if rotation in (90, 270) else (out_h, out_w)
+        rgb = self._reformatter.reformat(
+            frame, width=coded_w, height=coded_h, format="rgb24", interpolation="BILINEAR", threads=1
+        )
+        array = rgb.to_ndarray()
+        if rotation:
+            array = np.rot90(array, k=-rotation // 90)
+        out[...] = array
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def _clockwise_rotation(frame) -> int:
+    # PyAV reports the display matrix angle counter-clockwise; round to the nearest
+    # quarter turn (FFmpeg's autorotate does the same for the common cases).
+    angle = getattr(frame, "rotation", 0) or 0
+    return int(round(-angle / 90.0)) % 4 * 90
+
+
+def _is_variable_rate(pts: list[int]) -> bool:
+    if len(pts) < 3:
+        return False
+    steps = np.diff(np.asarray(pts, dtype=np.int64))
+    median = float(np.median(steps))
+    return median > 0 and float(np.max(np.abs(steps - median))) > 0.1 * median
+
+
+def _ffmpeg_reason(error: Exception) -> str:
+    message = getattr(error, "strerror", None) or str(error)
+    return str(message).strip() or type(error).__name__
+
+
+register_decoder("pyav", PyAVDecoder)
+
+
+# --------------------------------------------------------------------------- public reader
+
+
+class VideoReader:
+    """Random access to the frames of one video file.
+
+    >>> with VideoReader("clip.mp4") as video:
+    ...     clip = video.get_frames([0, 2, 4, 6], size=112)   # uint8 (4, H, W, 3), short side 112
+
+    `threads` is the number of decoding threads; 1 suits DataLoader workers, which
+    already decode in parallel.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, backend: str = "pyav", threads: int = 1):
+        path = Path(path)
+        if backend not in _DECODERS:
+            raise ValueError(f"unknown decoder backend {backend!r}; available: {available_decoders()}")
+        if not path.is_file():
+            reason = "is a directory, not a video file" if path.is_dir() else "no such file"
+            raise VideoNotFoundError(path, reason)
+        if path.stat().st_size == 0:
+            raise NotAVideoError(path, "the file is empty (0 bytes)")
+        self.path = str(path)
+        self._decoder = _DECODERS[backend](self.path, threads)
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._decoder.info
+
+    @property
+    def num_frames(self) -> int:
+        return self.info.num_frames
+
+    @property
+    def header_num_frames(self) -> int:
+        return self.info.header_num_frames
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    @property
+    def duration(self) -> float:
+        return self.info.duration
+
+    @property
+    def height(self) -> int:
+        return self.info.height
+
+    @property
+    def width(self) -> int:
+        return self.info.width
+
+    @property
+    def rotation(self) -> int:
+        return self.info.rotation
+
+    def output_size(self, size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+        """Resolve `size` (None, short side, or (height, width)) to a displayed (height, width)."""
+        if size is None:
+            return None
+        if isinstance(size, int):
+            if size <= 0:
+                raise ValueError(f"{self.path}: size must be positive, got {size}")
+            h, w = self.height, self.width
+            # Half-up rounding, as `transforms.ResizeShortSide`, so decoding at the short side
+            # makes that transform a no-op instead of a second resize.
+            long = max(1, math.floor(max(h, w) * size / min(h, w) + 0.5))
+            return (size, long) if h <= w else (long, size)
+        h, w = size
+        return int(h), int(w)
+
+    def get_frames(self, indices: Sequence[int], size: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """Frames at `indices` as a uint8 tensor (T, H, W, 3), RGB, in the order asked.
+
+        Indices may repeat and come in any order. `size` is None (native), an int (the short
+        side, aspect kept) or (height, width), all as displayed. Grey, 10-bit and alpha
+        sources all come out as 3-channel 8-bit RGB.
+        """
+        indices = [int(i) for i in indices]
+        frames = self._decoder.get_frames(indices, self.output_size(size))
+        return torch.from_numpy(frames)
+
+    def close(self) -> None:
+        self._decoder.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"VideoReader({self.path!r}, frames={i.num_frames}, fps={i.fps:.3f}, "
+            f"size={i.width}x{i.height}, rotation={i.rotation}, codec={i.codec})"
+        )
+
+
+def read_video_info(path: str | os.PathLike) -> VideoInfo:
+    """Open, describe and close a video (what datasets cache per file)."""
+    with VideoReader(path) as reader:
+        return reader.info
+
