@@ -1,0 +1,492 @@
+"""Datasets: lists of labeled videos, and a torch Dataset that wires decoder, sampler and
+transform together.
+
+A *source* (`VideoSource`) is an ordered class list plus `(path, label, video_id)` samples,
+read from one of:
+
+- a folder per class: ``root/<class>/<video>``                         (`from_folder`)
+- a CSV/TSV annotation ``path,label`` relative to the file's folder      (`from_csv`)
+- UCF-101 split files: ``classInd.txt`` + ``trainlist0N/testlist0N.txt``  (`from_ucf101`)
+- HMDB-51 split files: ``<class>_test_split<N>.txt`` (1 train, 2 test)    (`from_hmdb51`)
+
+Labels are matched by class *name*, never by position, so a class missing from one split
+shifts nothing. Every problem in an annotation (missing file, unknown label, duplicate, a
+path that is absolute or escapes the root) is collected and reported at once, before any
+training starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidzoo.data.sampling import ClipTooShortError, SamplingConfig
+from vidzoo.data.video import VideoDecodeError, VideoInfo, VideoReader
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "AnnotationError",
+    "VideoSample",
+    "VideoSource",
+    "from_folder",
+    "from_csv",
+    "from_ucf101",
+    "from_hmdb51",
+    "load_source",
+    "read_class_list",
+    "stratified_split",
+    "VideoDataset",
+    "BadVideo",
+]
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    ".mp4 .m4v .mov .avi .mkv .webm .mpg .mpeg .ts .mts .3gp .flv .wmv .ogv".split()
+)
+_MAX_LISTED = 50  # problems listed in one error message; the rest are counted
+
+
+class AnnotationError(ValueError):
+    """An annotation or dataset folder has problems; all of them are in `problems`."""
+
+    def __init__(self, origin: str | os.PathLike, problems: Sequence[str]):
+        self.origin = str(origin)
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:_MAX_LISTED])
+        more = len(self.problems) - _MAX_LISTED
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(f"{self.origin}: {len(self.problems)} problem(s):\n{shown}{tail}")
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    path: str  # absolute path of the video file
+    label: int  # index into the source's class list
+    video_id: str  # path relative to the dataset root, '/'-separated: stable across machines
+
+
+@dataclass
+class VideoSource:
+    """Ordered class names and the labeled videos of one split."""
+
+    classes: list[str]
+    samples: list[VideoSample]
+    root: str
+    origin: str  # what it was read from, for messages and run records
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.classes, 0)
+        for s in self.samples:
+            counts[self.classes[s.label]] += 1
+        return counts
+
+    def subset(self, indices: Iterable[int], origin: str | None = None) -> "VideoSource":
+        return VideoSource(self.classes, [self.samples[i] for i in indices], self.root, origin or self.origin)
+
+    def with_classes(self, classes: Sequence[str]) -> "VideoSource":
+        """Re-index labels onto another class list, by name (e.g. the training split's)."""
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = sorted({self.classes[s.label] for s in self.samples} - set(index))
+        if unknown:
+            raise AnnotationError(
+                self.origin, [f"class {name!r} is not among the {len(classes)} known classes" for name in unknown]
+            )
+        samples = [VideoSample(s.path, index[self.classes[s.label]], s.video_id) for s in self.samples]
+        return VideoSource(list(classes), samples, self.root, self.origin)
+
+
+# --------------------------------------------------------------------------- class lists
+
+
+def read_class_list(path: str | os.PathLike) -> list[str]:
+    """Class names, one per line in index order (blank lines and '#' comments ignored)."""
+    path = Path(path)
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise AnnotationError(path, [f"class {n!r} is listed more than once" for n in duplicates])
+    if not names:
+        raise AnnotationError(path, ["the class list is empty"])
+    return names
+
+
+def _resolve_classes(found: Iterable[str], classes: Sequence[str] | None) -> list[str]:
+    return sorted(set(found)) if classes is None else list(classes)
+
+
+# --------------------------------------------------------------------------- path checks
+
+
+def _check_relative_path(raw: str, root: Path) -> tuple[Path | None, str | None]:
+    """Resolve an annotation path under `root`; return (path, None) or (None, problem)."""
+    text = raw.strip().replace("\\", "/")
+    if not text:
+        return None, "empty path"
+    posix = PurePosixPath(text)
+    if posix.is_absolute() or re.match(r"^[A-Za-z]:/", text):
+        return None, f"absolute path {raw!r} (paths must be relative to the dataset root)"
+    if ".." in posix.parts:
+        return None, f"path {raw!r} escapes the dataset root"
+    path = root.joinpath(*posix.parts)
+    if not path.is_file():
+        return None, f"missing file {raw!r} (looked for {path})"
+    return path, None
+
+
+def _sample(path: Path, label: int, root: Path) -> VideoSample:
+    return VideoSample(str(path), label, path.relative_to(root).as_posix())
+
+
+def _finish(origin, root: Path, classes: list[str], pairs: list[tuple[Path, str]], problems: list[str]) -> VideoSource:
+    """Map (path, class name) pairs to samples, adding label problems; raise if any."""
+    index = {name: i for i, name in enumerate(classes)}
+    seen: dict[Path, str] = {}
+    samples = []
+    for path, name in pairs:
+        if name not in index:
+            problems.append(f"unknown label {name!r} for {path.relative_to(root).as_posix()} (classes: {_few(classes)})")
+            continue
+        if path in seen:
+            problems.append(f"duplicate entry {path.relative_to(root).as_posix()} (labels {seen[path]!r} and {name!r})")
+            continue
+        seen[path] = name
+        samples.append(_sample(path, index[name], root))
+    if not samples and not problems:
+        problems.append("no videos found")
+    if problems:
+        raise AnnotationError(origin, problems)
+    return VideoSource(classes, samples, str(root), str(origin))
+
+
+def _few(names: Sequence[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def from_folder(root: str | os.PathLike, classes: Sequence[str] | None = None) -> VideoSource:
+    """``root/<class>/<video>`` (videos may sit in sub-folders of the class folder).
+
+    The class list is the sorted folder names, or `classes` in the order given; a given
+    class with no folder or no videos is an error, as is a folder that is not a given class.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise AnnotationError(root, ["not a directory"])
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_names = _resolve_classes((p.name for p in folders), classes)
+    problems: list[str] = []
+    pairs: list[tuple[Path, str]] = []
+    for folder in folders:
+        videos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not videos:
+            problems.append(f"class folder {folder.name!r} has no video files ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+        pairs.extend((v, folder.name) for v in videos)
+    present = {p.name for p in folders}
+    problems.extend(f"class {c!r} has no folder" for c in class_names if c not in present)
+    return _finish(root, root, class_names, pairs, problems)
+
+
+def from_csv(
+    path: str | os.PathLike,
+    classes: Sequence[str] | None = None,
+    root: str | os.PathLike | None = None,
+) -> VideoSource:
+    """A ``path,label`` CSV (or tab-separated) file; paths are relative to `root`, by default
+    the annotation file's folder. A header row ``path,label`` is optional. BOM and CRLF are fine.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise AnnotationError(path, ["annotation file not found"])
+    root = Path(root).resolve() if root is not None else path.parent
+    text = path.read_text(encoding="utf-8-sig")
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or ("\t" in text.splitlines()[0] if text else False) else ","
+    rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+    problems: list[str] = []
+    pairs: list[tuple[Path, str]] = []
+    start = 1 if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"] else 0
+    for line_no, row in enumerate(rows[start:], start=start + 1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 2:
+            problems.append(f"line {line_no}: expected 'path{delimiter}label', got {delimiter.join(row)!r}")
+            continue
+        video, problem = _check_relative_path(row[0], root)
+        if problem:
+            problems.append(f"line {line_no}: {problem}")
+            continue
+        pairs.append((video, row[1].strip()))
+    class_names = _resolve_classes((name for _, name in pairs), classes)
+    return _finish(path, root, class_names, pairs, problems)
+
+
+def from_ucf101(
+    root: str | os.PathLike,
+    splits_dir: str | os.PathLike,
+    split: int = 1,
+    subset: Literal["train", "test"] = "train",
+) -> VideoSource:
+    """UCF-101: ``classInd.txt`` ("1 ApplyEyeMakeup") and ``trainlist0N.txt`` /
+    ``testlist0N.txt`` ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi [index]") under `splits_dir`,
+    videos under `root`. The class is taken from the path's folder, matched by name.
+    """
+    if split not in (1, 2, 3):
+        raise ValueError(f"UCF-101 has splits 1, 2 and 3, got {split!r}")
+    if subset not in ("train", "test"):
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+    root, splits_dir = Path(root).resolve(), Path(splits_dir).resolve()
+    class_file = splits_dir / "classInd.txt"
+    list_file = splits_dir / f"{subset}list0{split}.txt"
+    problems: list[str] = []
+    for required in (class_file, list_file):
+        if not required.is_file():
+            problems.append(f"missing split file {required}")
+    if problems:
+        raise AnnotationError(splits_dir, problems)
+    classes: list[str] = []
+    for line_no, line in enumerate(class_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(classes) + 1:
+            raise AnnotationError(class_file, [f"line {line_no}: expected '{len(classes) + 1} ClassName', got {line!r}"])
+        classes.append(parts[1])
+    pairs: list[tuple[Path, str]] = []
+    for line_no, line in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        video, problem = _check_relative_path(parts[0], root)
+        if problem:
+            problems.append(f"{list_file.name} line {line_no}: {problem}")
+            continue
+        name = PurePosixPath(parts[0].replace("\\", "/")).parts[0]
+        if len(parts) > 1 and parts[1].isdigit() and name in classes and int(parts[1]) != classes.index(name) + 1:
+            problems.append(
+                f"{list_file.name} line {line_no}: index {parts[1]} disagrees with classInd.txt "
+                f"({name!r} is {classes.index(name) + 1})"
+            )
+            continue
+        pairs.append((video, name))
+    return _finish(list_file, root, classes, pairs, problems)
+
+
+def from_hmdb51(
+    root: str | os.PathLike,
+    splits_dir: str | os.PathLike,
+    split: int = 1,
+    subset: Literal["train", "test"] = "train",
+) -> VideoSource:
+    """HMDB-51: one ``<class>_test_split<N>.txt`` per class under `splits_dir`, lines
+    "video.avi flag" with flag 1 = train, 2 = test, 0 = unused; videos at ``root/<class>/``.
+    """
+    if split not in (1, 2, 3):
+        raise ValueError(f"HMDB-51 has splits 1, 2 and 3, got {split!r}")
+    wanted_flag = {"train": "1", "test": "2"}.get(subset)
+    if wanted_flag is None:
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+    root, splits_dir = Path(root).resolve(), Path(splits_dir).resolve()
+    suffix = f"_test_split{split}.txt"
+    files = sorted(splits_dir.glob(f"*{suffix}"))
+    if not files:
+        raise AnnotationError(splits_dir, [f"no '*{suffix}' split files"])
+    classes = sorted(f.name[: -len(suffix)] for f in files)
+    problems: list[str] = []
+    pairs: list[tuple[Path, str]] = []
+    for split_file in files:
+        name = split_file.name[: -len(suffix)]
+        for line_no, line in enumerate(split_file.read_text(encoding="utf-8-sig").splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                problems.append(f"{split_file.name} line {line_no}: expected 'video.avi 0|1|2', got {line!r}")
+                continue
+            if parts[1] != wanted_flag:
+                continue
+            video, problem = _check_relative_path(f"{name}/{parts[0]}", root)
+            if problem:
+                problems.append(f"{split_file.name} line {line_no}: {problem}")
+                continue
+            pairs.append((video, name))
+    return _finish(splits_dir, root, classes, pairs, problems)
+
+
+def load_source(data: str | os.PathLike, classes: Sequence[str] | str | os.PathLike | None = None) -> VideoSource:
+    """A folder-per-class root, or a CSV/TSV annotation file. `classes` is a list of names or a
+    class-list file; by default the sorted class names found."""
+    if classes is not None and not isinstance(classes, (list, tuple)):
+        classes = read_class_list(classes)
+    path = Path(data)
+    if path.is_dir():
+        return from_folder(path, classes)
+    if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return from_csv(path, classes)
+    if not path.exists():
+        raise AnnotationError(path, ["no such file or directory"])
+    raise AnnotationError(path, [f"expected a class-per-folder directory or a .csv/.tsv annotation, got {path.suffix!r}"])
+
+
+def stratified_split(source: VideoSource, fraction: float, seed: int = 0) -> tuple[VideoSource, VideoSource]:
+    """Hold out `fraction` of every class (at least one video per class that has two or more),
+    reproducibly from `seed`. Returns (kept, held_out)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    by_class: dict[int, list[int]] = {}
+    for i, sample in enumerate(source.samples):
+        by_class.setdefault(sample.label, []).append(i)
+    for label in sorted(by_class):
+        members = by_class[label]
+        if len(members) < 2:
+            continue
+        n = min(len(members) - 1, max(1, round(fraction * len(members))))
+        held.extend(rng.permutation(members)[:n].tolist())
+    held_set = set(held)
+    kept = [i for i in range(len(source)) if i not in held_set]
+    return (
+        source.subset(kept, f"{source.origin} (train part)"),
+        source.subset(sorted(held_set), f"{source.origin} (held-out {fraction:g})"),
+    )
+
+
+# --------------------------------------------------------------------------- torch dataset
+
+
+@dataclass(frozen=True)
+class BadVideo:
+    path: str
+    reason: str
+    error: str  # exception class name
+
+
+@dataclass
+class _BadVideoLog:
+    """Failures seen while loading. DataLoader workers are separate processes, so besides the
+    in-memory list each failure is appended as one line to `file` (O_APPEND writes of one
+    short line do not interleave), where the main process can read them all."""
+
+    file: str | None = None
+    seen: list[BadVideo] = field(default_factory=list)
+
+    def add(self, bad: BadVideo) -> None:
+        self.seen.append(bad)
+        if self.file:
+            line = "\t".join(x.replace("\t", " ").replace("\n", " ") for x in (bad.path, bad.error, bad.reason))
+            with open(self.file, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def all(self) -> list[BadVideo]:
+        if not self.file or not os.path.exists(self.file):
+            return list(self.seen)
+        with open(self.file, encoding="utf-8") as f:
+            rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+        return [BadVideo(path, reason, error) for path, error, reason in rows]
+
+
+class VideoDataset(Dataset):
+    """Map-style dataset of clips: ``dataset[i] -> (clip, label_index, video_id)``.
+
+    Training (`train=True`): one clip per video, sampled by `sampling.train_indices` with a
+    generator seeded from (seed, epoch, index), so a run is reproducible whatever the number of
+    DataLoader workers; call `set_epoch` each epoch. A video that fails to decode is logged,
+    counted (`bad_videos`) and replaced by another video of the dataset.
+
+    Evaluation (`train=False`): all `sampling.num_clips` clips of the video, stacked:
+    ``(num_clips, C, T, H, W)`` (or ``(num_clips * crops, ...)`` with a three-crop transform).
+    Evaluation never substitutes: a failure raises `VideoDecodeError`.
+
+    Frames are decoded directly at `decode_size` (short side), so no full-resolution frame is
+    ever materialised; `transform` then crops and normalises.
+    """
+
+    def __init__(
+        self,
+        source: VideoSource,
+        sampling: SamplingConfig,
+        transform: Callable[..., torch.Tensor],
+        *,
+        train: bool,
+        decode_size: int | None = None,
+        seed: int = 0,
+        bad_video_log: str | os.PathLike | None = None,
+        max_substitutions: int = 10,
+    ):
+        if len(source) == 0:
+            raise ValueError(f"{source.origin}: the dataset has no videos")
+        self.source = source
+        self.sampling = sampling
+        self.transform = transform
+        self.train = train
+        self.decode_size = decode_size
+        self.seed = seed
+        self.epoch = 0
+        self.max_substitutions = max_substitutions
+        self._bad = _BadVideoLog(str(bad_video_log) if bad_video_log else None)
+        self._info: dict[str, VideoInfo] = {}  # per-process cache of what each video holds
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source.classes
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def bad_videos(self) -> list[BadVideo]:
+        """Every video that failed so far (in all worker processes when a log file is set)."""
+        return self._bad.all()
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        if not self.train:
+            sample = self.source.samples[index]
+            return self._load(sample, None), sample.label, sample.video_id
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        candidate = index
+        for _ in range(self.max_substitutions + 1):
+            sample = self.source.samples[candidate]
+            try:
+                return self._load(sample, rng), sample.label, sample.video_id
+            except (VideoDecodeError, ClipTooShortError) as e:
+                reason = getattr(e, "reason", None) or str(e)
+                log.warning("skipping %s: %s", sample.path, reason)
+                self._bad.add(BadVideo(sample.path, reason, type(e).__name__))
+                candidate = int(rng.integers(len(self.source)))
+        raise RuntimeError(
+            f"{self.max_substitutions + 1} videos in a row failed to decode, the last {sample.path}; "
+            "check the dataset with `vidzoo check`"
+        )
+
+    def _load(self, sample: VideoSample, rng: np.random.Generator | None) -> torch.Tensor:
+        with VideoReader(sample.path) as video:
+            info = self._info.setdefault(sample.path, video.info)
+            if rng is not None:
+                indices = self.sampling.train_indices(info.num_frames, info.fps, rng)
+                frames = video.get_frames(indices.tolist(), size=self.decode_size)
+                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+                return self.transform(frames, generator)
+            views = self.sampling.eval_indices(info.num_frames, info.fps)  # (num_clips, clip_len)
+            frames = video.get_frames(views.reshape(-1).tolist(), size=self.decode_size)
+        clips = frames.reshape(views.shape[0], views.shape[1], *frames.shape[1:])
+        out = torch.stack([self.transform(clip) for clip in clips])
+        # A three-crop transform adds a crop axis per clip: fold it into the view axis.
+        return out.reshape(-1, *out.shape[-4:])
