@@ -1,0 +1,137 @@
+"""The one model registry: a dict of names filled by ``@register_model``, and its string API."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from vidzoo.models._base import ModelCfg, VideoClassifier
+
+# Names end up in model file names, where '-' separates fields, so keep them to one token.
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class UnknownModelError(ValueError):
+    """A model name that is not registered."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model variant.
+
+    Attributes:
+        name: registered name.
+        builder: callable taking constructor kwargs and returning the model.
+        test_kwargs: kwargs that build a tiny, fast version of the model for tests and
+            quick starts (small clips, narrow layers).
+        weights: pretrained weights by tag (source, checksum, classes, preprocessing, ...).
+    """
+
+    name: str
+    builder: Callable[..., VideoClassifier]
+    test_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    weights: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+BuilderT = TypeVar("BuilderT", bound=Callable[..., VideoClassifier])
+
+
+def register_model(
+    *,
+    test_kwargs: Mapping[str, Any] | None = None,
+    weights: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Callable[[BuilderT], BuilderT]:
+    """Decorator registering a builder under its function name.
+
+    Usage: ``@register_model(test_kwargs={"width": 0.125})`` above ``def c3d(**kwargs)``.
+    Registering a name twice is an error, so one family cannot shadow another.
+    """
+
+    def decorate(builder: BuilderT) -> BuilderT:
+        name = builder.__name__
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError(
+                f"model name {name!r} must be lowercase letters, digits and '_', "
+                "starting with a letter"
+            )
+        if name in _MODELS:
+            existing = _MODELS[name].builder
+            raise ValueError(
+                f"model name {name!r} is already registered by "
+                f"{existing.__module__}.{existing.__qualname__}"
+            )
+        _MODELS[name] = ModelEntry(name, builder, dict(test_kwargs or {}), dict(weights or {}))
+        return builder
+
+    return decorate
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; raises UnknownModelError with a did-you-mean."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _MODELS, n=3)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} Available: {', '.join(sorted(_MODELS))}"
+        ) from None
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by an fnmatch pattern like ``"c3d*"``."""
+    names = sorted(_MODELS)
+    return names if pattern is None else fnmatch.filter(names, pattern)
+
+
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    """Available pretrained weights as ``"model.tag"``, sorted, optionally fnmatch-filtered."""
+    tags = sorted(f"{name}.{tag}" for name, entry in _MODELS.items() for tag in entry.weights)
+    return tags if pattern is None else fnmatch.filter(tags, pattern)
+
+
+def create_model(
+    name: str, num_classes: int | None = None, pretrained: str | None = None, **kwargs: Any
+) -> VideoClassifier:
+    """Build a registered model.
+
+    Args:
+        name: a name from ``list_models()``.
+        num_classes: outputs of the classifier; None keeps the variant's default.
+        pretrained: a weights tag from ``list_pretrained()`` (none are published yet).
+        **kwargs: constructor overrides, e.g. ``num_frames=8, width=0.25`` for C3D.
+
+    The model remembers ``init_kwargs`` (``num_classes`` included) and its ``default_cfg.arch``
+    is ``name``, which is what ``save_model`` needs to rebuild it later.
+    """
+    entry = get_model_entry(name)
+    if pretrained is not None:
+        tags = sorted(entry.weights)
+        close = difflib.get_close_matches(pretrained, tags, n=3)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        # Every weights table is still empty; the download path lands with the first entry.
+        raise ValueError(
+            f"no pretrained weights {pretrained!r} for model {name!r}.{hint} "
+            f"Available: {tags or 'none yet'}"
+        )
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    model = entry.builder(**kwargs)
+    model.default_cfg = model.default_cfg.replace(arch=name)
+    model.init_kwargs = dict(kwargs)
+    return model
+
+
+def get_model_cfg(name: str, **kwargs: Any) -> ModelCfg:
+    """The ``default_cfg`` of ``create_model(name, **kwargs)``, without allocating the model."""
+    # On the meta device parameters have shapes but no storage, so this is instant.
+    with torch.device("meta"):
+        return create_model(name, **kwargs).default_cfg
