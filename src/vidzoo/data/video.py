@@ -133,6 +133,15 @@ class _StreamIndex:
     pts: list[int] = field(default_factory=list)  # sorted, one per frame
     keyframe_pts: list[int] = field(default_factory=list)  # sorted
     timestamps_usable: bool = True
+    pts_to_index: dict[int, int] = field(default_factory=dict)
+
+
+class _TimestampsOutOfOrder(Exception):
+    """Decoded frames came out with decreasing timestamps: they cannot place frames."""
+
+# Frames decoded past the last wanted one while a wanted frame is still missing: enough to
+# see a decoder's reordering (B-frame depth) show up as out-of-order timestamps.
+_REORDER_MARGIN = 8
 
 
 class PyAVDecoder:
@@ -206,7 +215,8 @@ class PyAVDecoder:
             raise CorruptVideoError(self.path, "the video stream has no frames")
         index.pts.sort()
         index.keyframe_pts.sort()
-        if len(set(index.pts)) != len(index.pts):
+        index.pts_to_index = {p: i for i, p in enumerate(index.pts)}
+        if len(index.pts_to_index) != len(index.pts):
             index.timestamps_usable = False
         self._seek_to_start()
         return index
@@ -307,13 +317,19 @@ class PyAVDecoder:
         # (so repeated and unordered indices cost nothing extra).
         buffer = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
         slot = {frame_index: k for k, frame_index in enumerate(wanted)}
+        filled: set[int] = set()
         if self._index.timestamps_usable:
-            filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, set(), seek=True)
-            if len(filled) < len(wanted):
-                # The seek may have landed after a wanted frame (imprecise indexes in some
-                # Matroska/TS files): decode the rest from the very start.
-                filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=False)
-        else:
+            try:
+                filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=True)
+                if len(filled) < len(wanted):
+                    # The seek may have landed after a wanted frame (imprecise indexes in some
+                    # Matroska/TS files): decode the rest from the very start.
+                    filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=False)
+            except _TimestampsOutOfOrder:
+                # E.g. AVI with packed B-frames: the decoder emits frames in display order but
+                # labels them wrongly. Count frames instead, from now on, as FFmpeg does.
+                self._index.timestamps_usable = False
+        if not self._index.timestamps_usable:
             filled = self._read_sequentially(wanted, slot, buffer, out_h, out_w)
         if len(filled) < len(wanted):
             missing = sorted(set(wanted) - filled)
@@ -322,13 +338,15 @@ class PyAVDecoder:
                 f"frames {missing[:5]}{'...' if len(missing) > 5 else ''} of {info.num_frames} could not "
                 "be decoded (truncated or corrupt data, or frames whose reference frames are missing)",
             )
+        if list(indices) == wanted:
+            return buffer  # already in order and distinct: no second copy of the clip
         return buffer[[slot[i] for i in indices]]
 
     def _read_by_timestamp(self, wanted, slot, buffer, out_h, out_w, filled: set[int], seek: bool) -> set[int]:
         """Decode forward from the keyframe before the first missing frame (or from the start),
         placing frames by their timestamp. Returns the indices filled so far."""
         pts = self._index.pts
-        pts_to_index = {p: i for i, p in enumerate(pts)}
+        pts_to_index = self._index.pts_to_index
         todo = [i for i in wanted if i not in filled]
         keyframes = self._index.keyframe_pts
         k = bisect.bisect_right(keyframes, pts[todo[0]]) - 1
@@ -341,7 +359,13 @@ class PyAVDecoder:
         else:
             self._seek_to_start()
         filled = set(filled)
+        previous_pts = None
+        past_last = 0
         for frame in self._frames():
+            if frame.pts is not None:
+                if previous_pts is not None and frame.pts <= previous_pts:
+                    raise _TimestampsOutOfOrder
+                previous_pts = frame.pts
             i = pts_to_index.get(frame.pts)
             if i is None:
                 continue  # a frame the demuxer did not count (e.g. a discarded leading picture)
@@ -349,7 +373,11 @@ class PyAVDecoder:
                 self._convert_into(frame, buffer[slot[i]], out_h, out_w)
                 filled.add(i)
             if i >= todo[-1]:
-                break
+                if len(filled) == len(wanted):
+                    break
+                past_last += 1
+                if past_last > _REORDER_MARGIN:
+                    break
         return filled
 
     def _read_sequentially(self, wanted, slot, buffer, out_h, out_w) -> set[int]:
