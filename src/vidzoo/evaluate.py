@@ -1,0 +1,356 @@
+"""Video-level evaluation: every test video cut into views (clips x crops), scored by a model.
+
+::
+
+    VideoSource --with_classes(model.classes)--> eval VideoDataset  (one video's views at a time)
+        --DataLoader(workers)--> _ViewBatcher  (views of consecutive videos packed into batches
+                                                of `batch_size` views, so memory stays bounded)
+        --view logits per video--> _Tally  (clip hits, averaged softmax)  --> EvalReport
+
+Labels are matched by class *name* onto the model's outputs. A video's prediction is the argmax
+of its softmax averaged over all its views; clip accuracy scores each view on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vidzoo.data.datasets import ClipSpec, VideoDataset, VideoSource
+from vidzoo.data.video import VideoDecodeError
+from vidzoo.models import VideoClassifier
+
+__all__ = ["EvalReport", "aggregate", "evaluate", "write_report", "inference_mode"]
+
+_TOP_K = 5
+
+
+@dataclass
+class EvalReport:
+    """What `evaluate` measured. Accuracies are fractions in [0, 1], at video level except
+    `clip_accuracy` (every view scored alone). `top5_accuracy` uses k = `top_k` =
+    min(5, number of classes). A class with no test video has accuracy None in `per_class` and
+    is left out of `mean_class_accuracy`. `excluded` lists the videos skipped as undecodable
+    (``skip_bad=True``); they are not in `num_videos` nor in any metric."""
+
+    clip_accuracy: float
+    video_accuracy: float
+    top5_accuracy: float
+    top_k: int
+    mean_class_accuracy: float
+    per_class: dict[str, dict[str, Any]]  # class -> {"accuracy": float | None, "videos": int}
+    confusion_matrix: list[list[int]]  # [true][predicted], videos
+    classes: list[str]
+    num_videos: int
+    num_clips_per_video: int
+    crops: int
+    excluded: list[dict[str, str]]  # {video_id, path, reason}
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict with the field names as keys."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class _Tally:
+    """Running counts for the metrics; keeps one averaged probability vector per video, never
+    the views' logits, so a long test set costs C floats per video."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.clip_hits = 0
+        self.clips = 0
+        self.video_probs: list[torch.Tensor] = []
+        self.labels: list[int] = []
+
+    def add(self, view_logits: torch.Tensor, label: int) -> None:
+        if view_logits.ndim != 2 or view_logits.shape[1] != self.num_classes or len(view_logits) == 0:
+            raise ValueError(
+                f"expected view logits of shape (views >= 1, {self.num_classes}), got {tuple(view_logits.shape)}"
+            )
+        if not 0 <= label < self.num_classes:
+            raise ValueError(f"label {label} is outside 0..{self.num_classes - 1}")
+        view_logits = view_logits.detach().float().cpu()
+        self.clip_hits += int((view_logits.argmax(dim=1) == label).sum())
+        self.clips += len(view_logits)
+        self.video_probs.append(view_logits.softmax(dim=1).mean(dim=0))
+        self.labels.append(int(label))
+
+    def metrics(self, classes: Sequence[str]) -> dict[str, Any]:
+        if not self.labels:
+            raise ValueError("no videos to score")
+        c = self.num_classes
+        probs = torch.stack(self.video_probs)
+        labels = torch.tensor(self.labels)
+        predicted = probs.argmax(dim=1)
+        k = min(_TOP_K, c)
+        in_top_k = (probs.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+        confusion = torch.bincount(labels * c + predicted, minlength=c * c).reshape(c, c)
+        videos = confusion.sum(dim=1)
+        correct = confusion.diagonal()
+        per_class = {
+            name: {"accuracy": float(correct[i] / videos[i]) if videos[i] else None, "videos": int(videos[i])}
+            for i, name in enumerate(classes)
+        }
+        present = videos > 0
+        return dict(
+            clip_accuracy=self.clip_hits / self.clips,
+            video_accuracy=float((predicted == labels).float().mean()),
+            top5_accuracy=float(in_top_k.float().mean()),
+            top_k=k,
+            mean_class_accuracy=float((correct[present] / videos[present]).mean()),
+            per_class=per_class,
+            confusion_matrix=confusion.tolist(),
+            classes=list(classes),
+            num_videos=len(self.labels),
+        )
+
+
+def aggregate(
+    view_logits: Sequence[torch.Tensor], labels: Sequence[int], classes: Sequence[str]
+) -> dict[str, Any]:
+    """The metric fields of `EvalReport` (clip_accuracy ... num_videos) from views' logits:
+    ``view_logits[i]`` is ``(views, num_classes)`` for video i, ``labels[i]`` its true class
+    index into `classes`. The pure core of `evaluate`, usable on logits computed elsewhere."""
+    if len(view_logits) != len(labels):
+        raise ValueError(f"got logits for {len(view_logits)} videos but {len(labels)} labels")
+    tally = _Tally(len(classes))
+    for logits, label in zip(view_logits, labels):
+        tally.add(logits, label)
+    return tally.metrics(classes)
+
+
+# --------------------------------------------------------------------------- running the model
+
+
+@contextlib.contextmanager
+def inference_mode(model: nn.Module, device: str | torch.device) -> Iterator[nn.Module]:
+    """The model on `device`, in eval mode, without autograd; its train/eval mode is restored
+    on exit (it stays on `device`)."""
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+class _ViewBatcher:
+    """Runs the model on views in batches of exactly `batch_size` (the last one smaller),
+    packing the views of consecutive videos together and splitting a video with more views
+    across batches; hands back each video's ``(views, num_classes)`` logits, in order."""
+
+    def __init__(self, model: nn.Module, batch_size: int, device: torch.device):
+        self.model = model
+        self.batch_size = batch_size
+        self.device = device
+        self.views: list[torch.Tensor] = []  # waiting for a forward pass
+        self.num_views = 0
+        self.logits: list[torch.Tensor] = []  # computed, not yet handed back
+        self.num_logits = 0
+        self.owners: deque[tuple[Any, int]] = deque()  # (video key, views), in arrival order
+
+    def push(self, views: torch.Tensor, key: Any) -> list[tuple[Any, torch.Tensor]]:
+        self.views.append(views)
+        self.num_views += len(views)
+        self.owners.append((key, len(views)))
+        while self.num_views >= self.batch_size:
+            self._run(self.batch_size)
+        return self._finished()
+
+    def flush(self) -> list[tuple[Any, torch.Tensor]]:
+        if self.num_views:
+            self._run(self.num_views)
+        return self._finished()
+
+    def _run(self, n: int) -> None:
+        waiting = torch.cat(self.views) if len(self.views) > 1 else self.views[0]
+        batch, rest = waiting[:n], waiting[n:]
+        self.views = [rest] if len(rest) else []
+        self.num_views -= n
+        self.logits.append(self.model(batch.to(self.device, non_blocking=True)).float().cpu())
+        self.num_logits += n
+
+    def _finished(self) -> list[tuple[Any, torch.Tensor]]:
+        done = []
+        while self.owners and self.owners[0][1] <= self.num_logits:
+            key, n = self.owners.popleft()
+            ready = torch.cat(self.logits) if len(self.logits) > 1 else self.logits[0]
+            done.append((key, ready[:n]))
+            self.logits = [ready[n:]] if n < len(ready) else []
+            self.num_logits -= n
+        return done
+
+
+class _Item(NamedTuple):
+    views: torch.Tensor | None  # None when the video failed
+    label: int
+    video_id: str
+    path: str
+    error: str | None  # the VideoDecodeError's reason
+
+
+class _Catching(Dataset):
+    """The eval dataset, with decode failures returned as data instead of raised: an exception
+    in a DataLoader worker would end the whole loop, and would reach the main process as a
+    RuntimeError that no longer says which exception it was."""
+
+    def __init__(self, dataset: VideoDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> _Item:
+        sample = self.dataset.source.samples[index]
+        try:
+            views, label, video_id = self.dataset[index]
+        except VideoDecodeError as e:
+            return _Item(None, sample.label, sample.video_id, e.path, e.reason)
+        return _Item(views, label, video_id, sample.path, None)
+
+
+def _one(batch: list[_Item]) -> _Item:
+    # batch_size=1 video: keep its views tensor as it is (the batcher packs views itself).
+    return batch[0]
+
+
+def evaluate(
+    model: VideoClassifier,
+    source: VideoSource,
+    *,
+    spec: ClipSpec | None = None,
+    num_clips: int = 10,
+    crops: int = 1,
+    batch_size: int = 8,
+    workers: int = 0,
+    skip_bad: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> EvalReport:
+    """Score `model` on every video of `source` at video level.
+
+    Each video gives ``num_clips * crops`` views (`num_clips` clips spread over the video, 1
+    centre crop or 3 crops), cut as `spec` says (default: the model's `ClipSpec.from_model`;
+    `num_clips` and `crops` always override it). The model sees at most `batch_size` views
+    per forward pass. Labels are matched to the model's outputs by class name.
+
+    Raises AnnotationError when `source` has classes the model does not know, ValueError when
+    the model has no class names, and VideoDecodeError (naming the file) for a video that
+    cannot be decoded, unless `skip_bad`: then it is listed in `EvalReport.excluded` instead.
+    """
+    started = time.perf_counter()
+    if model.classes is None:
+        raise ValueError(
+            "the model has no class names (model.classes is None), so test labels cannot be "
+            "matched to its outputs; load it from a model file saved with classes, or set "
+            "model.classes"
+        )
+    for name, value, minimum in (("batch_size", batch_size, 1), ("num_clips", num_clips, 1), ("workers", workers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if crops not in (1, 3):
+        raise ValueError(f"crops must be 1 or 3, got {crops!r}")
+    classes = list(model.classes)
+    source = source.with_classes(classes)
+    base = spec if spec is not None else ClipSpec.from_model(model)
+    spec = ClipSpec(**{**base.model_dump(), "num_clips": num_clips, "crops": crops})
+    device = torch.device(device)
+    loader = DataLoader(
+        _Catching(spec.dataset(source, train=False)),
+        batch_size=1,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_one,
+        pin_memory=device.type == "cuda",
+    )
+
+    tally = _Tally(len(classes))
+    excluded: list[dict[str, str]] = []
+    with inference_mode(model, device), _progress(progress, len(source)) as advance:
+        batcher = _ViewBatcher(model, batch_size, device)
+        for item in loader:
+            if item.views is None:
+                if not skip_bad:
+                    raise VideoDecodeError(item.path, item.error)
+                excluded.append({"video_id": item.video_id, "path": item.path, "reason": item.error})
+            else:
+                for label, logits in batcher.push(item.views, item.label):
+                    tally.add(logits, label)
+            advance()
+        for label, logits in batcher.flush():
+            tally.add(logits, label)
+
+    if not tally.labels:
+        first = excluded[0]
+        raise RuntimeError(
+            f"all {len(excluded)} videos failed to decode, so there is nothing to score; "
+            f"the first, {first['path']}: {first['reason']}"
+        )
+    return EvalReport(
+        **tally.metrics(classes),
+        num_clips_per_video=num_clips,
+        crops=crops,
+        excluded=excluded,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Any]:
+    """A callable that advances a transient rich progress bar by one video (a no-op if off)."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    ) as bar:
+        task = bar.add_task("videos", total=total)
+        yield lambda: bar.advance(task)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``report.json``, ``confusion.csv`` (header row: ``true\\predicted`` then the class
+    names; one row per true class) and ``confusion.png`` into `out_dir`. Returns the paths by
+    kind: ``{"json": ..., "csv": ..., "png": ...}``."""
+    from vidzoo.plots import plot_confusion  # matplotlib is slow to import; only load it here
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "csv": out / "confusion.csv", "png": out / "confusion.png"}
+    paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true\\predicted", *report.classes])
+        for name, row in zip(report.classes, report.confusion_matrix):
+            writer.writerow([name, *row])
+    plot_confusion(
+        np.array(report.confusion_matrix),
+        report.classes,
+        paths["png"],
+        title=f"Video accuracy {report.video_accuracy:.1%} on {report.num_videos} videos",
+    )
+    return paths

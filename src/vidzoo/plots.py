@@ -1,0 +1,125 @@
+"""Plots for evaluation and training reports, written straight to PNG files.
+
+Figures are built on `matplotlib.figure.Figure` and saved with Agg, never through `pyplot`:
+no global backend is switched, no window opens, and nothing leaks between calls, so the
+functions are safe on headless servers, in DataLoader-heavy scripts and in notebooks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["plot_confusion", "plot_curves"]
+
+_ANNOTATE_MAX_CLASSES = 20  # above this, numbers in the cells would overlap
+
+
+def plot_confusion(
+    matrix: np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    normalize: bool = True,
+) -> Path:
+    """Draw a confusion matrix (rows = true class, columns = predicted) as a PNG at `path`.
+
+    `normalize=True` shows each row as fractions of that class's videos (a class with no
+    videos stays at 0). The figure and the label font scale with the class count, so 8 to 101
+    classes stay readable; cells carry their value only up to 20 classes.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    n = len(classes)
+    if matrix.shape != (n, n):
+        raise ValueError(f"confusion matrix must be {n}x{n} for {n} classes, got shape {matrix.shape}")
+    if n == 0:
+        raise ValueError("cannot plot a confusion matrix with no classes")
+    if normalize:
+        totals = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+    # About a fifth of an inch per class plus 3 inches for the labels, capped so 400 classes
+    # still give a picture a viewer can open; labels fill about half a cell's height.
+    side = min(30.0, max(5.0, 0.2 * n + 3.0))
+    cell_points = (side - 3.0) / n * 72
+    font = min(10.0, max(4.0, 0.55 * cell_points))
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(matrix.max(), 1.0))
+    fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
+    ticks = np.arange(n)
+    ax.set_xticks(ticks, labels=list(classes), rotation=90, fontsize=font)
+    ax.set_yticks(ticks, labels=list(classes), fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    default_title = "Confusion matrix (fraction of each true class)" if normalize else "Confusion matrix (videos)"
+    ax.set_title(title or default_title, fontsize=max(12.0, side / 2))
+    if n <= _ANNOTATE_MAX_CLASSES:
+        threshold = 0.5 * (1.0 if normalize else max(matrix.max(), 1.0))
+        for (row, col), value in np.ndenumerate(matrix):
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            color = "white" if value > threshold else "black"
+            ax.text(col, row, text, ha="center", va="center", fontsize=font * 0.9, color=color)
+    return _save(fig, path)
+
+
+def plot_curves(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Draw loss and accuracy per epoch, side by side, as a PNG at `path`.
+
+    Each row is one epoch: ``epoch``, ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc``.
+    Any key may be missing or None (no validation that epoch, say): that point is left out.
+    A row without ``epoch`` is placed at its position in `rows`, counting from 1.
+    """
+    if not rows:
+        raise ValueError("no epochs to plot: rows is empty")
+    fig = Figure(figsize=(11.0, 4.0), layout="constrained")
+    panels = (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_acc", "val_acc")))
+    for i, (label, keys) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, 2, i)
+        drawn = False
+        for key in keys:
+            points = [
+                (position if row.get("epoch") is None else row["epoch"], row[key])
+                for position, row in enumerate(rows, start=1)
+                if row.get(key) is not None and _finite(row[key])
+            ]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", markersize=3, label=key.split("_")[0])
+                drawn = True
+        if drawn:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float, np.number)) and math.isfinite(float(value))
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    # A viewer watching the file sees the old plot or the new one, never half a PNG.
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fig.savefig(temp, format="png", dpi=100)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,171 @@
+"""Prediction on single videos: one label for the whole video, or one per time window.
+
+Both cut clips exactly as the model's `ClipSpec` says (frames, stride, sampling, crop size,
+normalisation), so a prediction sees what evaluation sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidzoo.data.datasets import ClipSpec, VideoSample, VideoSource
+from vidzoo.data.sampling import seconds_to_frames, window_bounds
+from vidzoo.data.transforms import eval_transform
+from vidzoo.data.video import VideoReader, read_video_info
+from vidzoo.evaluate import inference_mode
+from vidzoo.models import VideoClassifier
+
+__all__ = ["VideoPrediction", "WindowPrediction", "predict_video", "predict_windows", "class_names"]
+
+DEFAULT_NUM_CLIPS = 5
+
+
+@dataclass
+class VideoPrediction:
+    """The whole video's class probabilities (softmax averaged over its views)."""
+
+    path: str
+    top: list[tuple[str, float]]  # (class name, probability), most probable first
+    probabilities: list[float]  # one per class, in `classes` order
+    classes: list[str]
+    num_frames: int
+    fps: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["top"] = _top_dicts(self.top)
+        return out
+
+
+@dataclass
+class WindowPrediction:
+    """Class probabilities of one time window ``[start_s, end_s)`` of a video."""
+
+    start_s: float
+    end_s: float
+    top: list[tuple[str, float]]  # (class name, probability), most probable first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s, "top": _top_dicts(self.top)}
+
+
+def class_names(model: VideoClassifier) -> list[str]:
+    """`model.classes`, or ``class_000``, ``class_001``, ... when the model has none."""
+    if model.classes is not None:
+        return list(model.classes)
+    digits = max(3, len(str(model.num_classes - 1)))
+    return [f"class_{i:0{digits}d}" for i in range(model.num_classes)]
+
+
+def predict_video(
+    model: VideoClassifier,
+    path: str | os.PathLike,
+    *,
+    top_k: int = 5,
+    spec: ClipSpec | None = None,
+    num_clips: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> VideoPrediction:
+    """Classify a whole video from `num_clips` clips spread evenly over it (default: `spec`'s
+    ``num_clips`` when a spec is given, else 5), each cut as `spec` says (default: the model's
+    `ClipSpec.from_model`), their softmax averaged. `top` holds the min(top_k, classes) most
+    probable classes. The model sees at most `batch_size` views per forward pass. Raises
+    VideoDecodeError (naming the file) if the video cannot be read."""
+    top_k = _check_positive_int("top_k", top_k)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if spec is None:
+        spec = ClipSpec.from_model(model, num_clips=num_clips or DEFAULT_NUM_CLIPS)
+    elif num_clips is not None:
+        spec = ClipSpec(**{**spec.model_dump(), "num_clips": num_clips})
+    names = class_names(model)
+    path, file = str(path), os.path.abspath(path)
+    info = read_video_info(file)
+    # A one-video source lets the eval dataset cut the views, so there is one definition of
+    # "the views of a video"; the label is never used.
+    source = VideoSource(names, [VideoSample(file, 0, Path(file).name)], str(Path(file).parent), path)
+    views, _, _ = spec.dataset(source, train=False)[0]
+    with inference_mode(model, device):
+        logits = torch.cat([model(chunk.to(device)).float().cpu() for chunk in views.split(batch_size)])
+    probs = logits.softmax(dim=1).mean(dim=0)
+    return VideoPrediction(
+        path=path,
+        top=_top(probs, names, top_k),
+        probabilities=probs.tolist(),
+        classes=names,
+        num_frames=info.num_frames,
+        fps=info.fps,
+    )
+
+
+def predict_windows(
+    model: VideoClassifier,
+    path: str | os.PathLike,
+    *,
+    window: float,
+    stride: float,
+    top_k: int = 5,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> list[WindowPrediction]:
+    """Classify consecutive windows of `window` seconds, starting every `stride` seconds.
+
+    Windows come from `sampling.window_bounds`: the last one is aligned to the end of the video,
+    so with ``stride <= window`` every frame is in some window; a video shorter than `window`
+    is one window. Each window gives one clip, cut from inside the window as the model's own
+    sampler cuts an evaluation clip from a video (dense models: the centred clip at the model's
+    frame stride; segment models: one frame per segment of the window), one centre crop.
+    `batch_size` windows are decoded and run together. Times are frame indices divided by
+    the video's average frame rate.
+    """
+    top_k = _check_positive_int("top_k", top_k)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    window, stride = _seconds("window", window), _seconds("stride", stride)
+    spec = ClipSpec.from_model(model)
+    sampler = spec.sampling_config(1)
+    transform = eval_transform(spec.size, resize_short=spec.decode_size, norm=spec.norm, crops=1)
+    names = class_names(model)
+    out: list[WindowPrediction] = []
+    with VideoReader(path) as video, inference_mode(model, device):
+        fps = video.fps
+        bounds = window_bounds(video.num_frames, seconds_to_frames(window, fps), seconds_to_frames(stride, fps))
+        for first in range(0, len(bounds), batch_size):
+            batch = bounds[first : first + batch_size]
+            indices = [start + sampler.eval_indices(int(end - start), fps)[0] for start, end in batch]
+            frames = video.get_frames([int(i) for clip in indices for i in clip], size=spec.decode_size)
+            clips = frames.reshape(len(batch), spec.frames, *frames.shape[1:])
+            clips = torch.stack([transform(clip) for clip in clips])
+            probs = model(clips.to(device)).float().softmax(dim=1).cpu()
+            out.extend(
+                WindowPrediction(float(start / fps), float(end / fps), _top(p, names, top_k))
+                for (start, end), p in zip(batch, probs)
+            )
+    return out
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _top(probs: torch.Tensor, names: list[str], k: int) -> list[tuple[str, float]]:
+    # More classes than the model has would just repeat the list: cap at the class count.
+    values, indices = probs.topk(min(k, len(names)))
+    return [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def _top_dicts(top: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    return [{"class": name, "probability": p} for name, p in top]
