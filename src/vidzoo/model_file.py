@@ -160,7 +160,8 @@ def load_model(
 ) -> VideoClassifier:
     """Rebuild the model saved in ``path``, verified against its checksum, in eval mode.
 
-    The model's ``classes`` and ``default_cfg`` (classes, norm, sampling) come from the file.
+    The model's ``classes`` and ``default_cfg`` (classes, input size, norm, sampling) come from
+    the file: the preprocessing it was trained with, which may differ from the architecture's default.
     Raises ModelFileError for anything that is not an intact vidzoo model file.
     """
     path = Path(path)
@@ -175,7 +176,9 @@ def load_model(
         model = create_model(meta["arch"], **meta["kwargs"])
         model.load_state_dict(tensors, strict=True)
         model.classes = meta["classes"]
+        clip = meta["input"]
         model.default_cfg = model.default_cfg.replace(
+            input_size=(clip["frames"], clip["height"], clip["width"]),
             norm=meta["norm"],
             sampling=meta["sampling"]["kind"],
             frame_stride=meta["sampling"]["frame_stride"],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
 from vidzoo.data.sampling import ClipTooShortError, SamplingConfig
@@ -46,6 +48,7 @@ __all__ = [
     "stratified_split",
     "VideoDataset",
     "BadVideo",
+    "ClipSpec",
 ]
 
 log = logging.getLogger(__name__)
@@ -456,11 +459,14 @@ class VideoDataset(Dataset):
         """Every video that failed so far (in all worker processes when a log file is set)."""
         return self._bad.all()
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, str]:
+        """`key` is an index, or (epoch, index) from a sampler that knows the epoch (so that
+        DataLoader workers, which hold copies of this object, need no shared state)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         if not self.train:
             sample = self.source.samples[index]
             return self._load(sample, None), sample.label, sample.video_id
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         candidate = index
         for _ in range(self.max_substitutions + 1):
             sample = self.source.samples[candidate]
@@ -490,3 +496,62 @@ class VideoDataset(Dataset):
         out = torch.stack([self.transform(clip) for clip in clips])
         # A three-crop transform adds a crop axis per clip: fold it into the view axis.
         return out.reshape(-1, *out.shape[-4:])
+
+
+# --------------------------------------------------------------------------- clip spec
+
+
+class ClipSpec(BaseModel):
+    """What a model eats, and how to cut it from a video: frames, crop size, sampling,
+    normalisation, and the evaluation views. Built from a model's metadata by `from_model`,
+    overridable field by field (e.g. a smaller `size` for a quick run)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frames: int = Field(16, ge=1)
+    size: int = Field(112, ge=1)
+    stride: int = Field(1, ge=1)
+    sampling: Literal["dense", "segment"] = "dense"
+    norm: dict[str, list[float]] = Field(default_factory=lambda: {"scale": [0.0, 1.0]})
+    resize_short: int | None = Field(None, ge=1, description="decode size (short side); default size*128/112")
+    num_clips: int = Field(1, ge=1, description="clips per video at evaluation")
+    crops: Literal[1, 3] = 1
+    short_policy: Literal["loop", "repeat_last", "error"] = "loop"
+    flip: bool = True
+
+    @classmethod
+    def from_model(cls, model, **overrides) -> "ClipSpec":
+        cfg = model.default_cfg
+        frames, height, _ = cfg.input_size
+        values = dict(
+            frames=frames, size=height, stride=cfg.frame_stride, sampling=cfg.sampling,
+            norm={k: [float(x) for x in v] for k, v in cfg.norm.items()},
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def decode_size(self) -> int:
+        return self.resize_short or math.floor(self.size * 128 / 112 + 0.5)
+
+    def sampling_config(self, num_clips: int | None = None) -> SamplingConfig:
+        dense = self.sampling == "dense"
+        return SamplingConfig(
+            kind=self.sampling, clip_len=self.frames, stride=self.stride if dense else 1,
+            short_policy=self.short_policy, num_clips=num_clips or self.num_clips,
+        )
+
+    def dataset(
+        self, source: VideoSource, *, train: bool, seed: int = 0, bad_video_log: str | os.PathLike | None = None
+    ) -> VideoDataset:
+        """A `VideoDataset` over `source` that yields clips this spec describes."""
+        from vidzoo.data.transforms import eval_transform, train_transform
+
+        if train:
+            transform = train_transform(self.size, resize_short=self.decode_size, norm=self.norm, flip=self.flip)
+        else:
+            transform = eval_transform(self.size, resize_short=self.decode_size, norm=self.norm, crops=self.crops)
+        return VideoDataset(
+            source, self.sampling_config(1 if train else None), transform, train=train,
+            decode_size=self.decode_size, seed=seed, bad_video_log=bad_video_log,
+        )

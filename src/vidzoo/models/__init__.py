@@ -16,6 +16,7 @@ from vidzoo.models._registry import (
     get_model_entry,
     list_models,
     list_pretrained,
+    model_parameter_count,
     register_model,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "get_model_entry",
     "list_models",
     "list_pretrained",
+    "model_parameter_count",
     "register_model",
 ]

@@ -135,3 +135,11 @@ def get_model_cfg(name: str, **kwargs: Any) -> ModelCfg:
     # On the meta device parameters have shapes but no storage, so this is instant.
     with torch.device("meta"):
         return create_model(name, **kwargs).default_cfg
+
+
+def model_parameter_count(name: str, **kwargs: Any) -> int:
+    """Parameters of ``create_model(name, **kwargs)`` (as ``sum(p.numel())``), counted on the
+    meta device so even an 80M-parameter model costs nothing to count."""
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    return sum(p.numel() for p in model.parameters())

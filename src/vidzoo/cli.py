@@ -1,0 +1,321 @@
+"""The `vidzoo` command: a thin layer over the Python API (same names, same arguments)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="vidzoo: train, evaluate and run video classifiers on your own labeled videos.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+make_dataset_app = typer.Typer(help="Write a built-in dataset to disk.", no_args_is_help=True)
+app.add_typer(make_dataset_app, name="make-dataset")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(error: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    raise typer.Exit(code=2)
+
+
+def _user_errors():
+    """Errors a user can fix: print them plainly (no traceback) and exit 2."""
+    from vidzoo.data.datasets import AnnotationError
+    from vidzoo.data.video import VideoDecodeError
+    from vidzoo.model_file import ModelFileError
+    from vidzoo.models import UnknownModelError
+    from vidzoo.train import TrainingError
+
+    return (AnnotationError, VideoDecodeError, ModelFileError, UnknownModelError, TrainingError,
+            FileNotFoundError, FileExistsError, ValueError)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@make_dataset_app.command("synthetic")
+def make_dataset_synthetic(
+    out: Path = typer.Argument(..., help="Folder to write (videos/, labels.csv, train/val/test.csv, classes.txt)."),
+    videos_per_class: int = typer.Option(40, help="Videos per class (8 classes)."),
+    frames: int = typer.Option(16, help="Frames per video."),
+    size: int = typer.Option(48, help="Frame height and width in pixels (even)."),
+    fps: int = typer.Option(8, help="Frames per second."),
+    seed: int = typer.Option(0, help="Everything is deterministic from this seed."),
+    overwrite: bool = typer.Option(False, help="Replace a synthetic dataset already in OUT."),
+) -> None:
+    """The synthetic motion dataset: 8 classes that differ only in how a shape moves."""
+    from vidzoo.data.synthetic import make_synthetic_dataset
+
+    try:
+        summary = make_synthetic_dataset(out, videos_per_class=videos_per_class, frames=frames, size=size,
+                                         fps=fps, seed=seed, overwrite=overwrite)
+    except _user_errors() as e:
+        _fail(e)
+    console.print(summary.summary_table(), highlight=False)
+
+
+@app.command()
+def probe(
+    videos: List[Path] = typer.Argument(..., help="Video files."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """What the decoder sees in each video: exact frame count, fps, size, rotation, codec."""
+    from dataclasses import asdict
+
+    from vidzoo.data.video import VideoDecodeError, read_video_info
+
+    rows, failed = [], 0
+    for path in videos:
+        try:
+            rows.append(asdict(read_video_info(path)))
+        except VideoDecodeError as e:
+            failed += 1
+            rows.append({"path": str(path), "error": type(e).__name__, "reason": e.reason})
+    if as_json:
+        _print_json(rows)
+    else:
+        table = Table("video", "frames", "fps", "size", "rotation", "codec", "note")
+        for r in rows:
+            if "error" in r:
+                table.add_row(r["path"], "", "", "", "", "", f"[red]{r['error']}: {r['reason']}[/]")
+            else:
+                note = "header says %d" % r["header_num_frames"] if r["header_num_frames"] not in (0, r["num_frames"]) else ""
+                table.add_row(r["path"], str(r["num_frames"]), f"{r['fps']:.3f}", f"{r['width']}x{r['height']}",
+                              str(r["rotation"]), r["codec"], note)
+        console.print(table)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@app.command()
+def models(
+    pattern: Optional[str] = typer.Argument(None, help="Wildcard filter, e.g. 'c3d*'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """The registered architectures with their default input and parameter count."""
+    from vidzoo.models import get_model_cfg, list_models, model_parameter_count
+
+    rows = []
+    for name in list_models(pattern):
+        cfg = get_model_cfg(name)
+        t, h, w = cfg.input_size
+        rows.append({"name": name, "params": model_parameter_count(name), "input": f"{t}x{h}x{w}",
+                     "sampling": cfg.sampling, "norm": cfg.norm, "paper": cfg.paper_title})
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("name", "params", "default input", "sampling", "paper")
+    for r in rows:
+        table.add_row(r["name"], f"{r['params']:,}", r["input"], r["sampling"], r["paper"])
+    console.print(table)
+
+
+@app.command()
+def info(model_file: Path = typer.Argument(..., help="A vidzoo model file (.safetensors).")) -> None:
+    """Print a model file's metadata: architecture, classes, input, normalisation, history."""
+    from vidzoo.model_file import read_model_metadata
+
+    try:
+        _print_json(read_model_metadata(model_file))
+    except _user_errors() as e:
+        _fail(e)
+
+
+# --------------------------------------------------------------------------- train / eval / predict
+
+
+@app.command(name="train")
+def train_command(
+    data: Optional[str] = typer.Option(None, help="Training videos: a folder per class, or a CSV/TSV 'path,label' file."),
+    model: Optional[str] = typer.Option(None, help="Architecture (see `vidzoo models`). Default c3d_bn."),
+    config: Optional[Path] = typer.Option(None, help="YAML/JSON file of options; flags given here override it."),
+    val: Optional[str] = typer.Option(None, help="Validation videos (folder or CSV)."),
+    val_split: Optional[float] = typer.Option(None, help="Hold out this stratified fraction instead of --val (default 0.2)."),
+    classes: Optional[str] = typer.Option(None, help="Class-list file fixing the label order."),
+    frames: Optional[int] = typer.Option(None, help="Frames per clip (default: the model's)."),
+    size: Optional[int] = typer.Option(None, help="Crop size in pixels (default: the model's)."),
+    stride: Optional[int] = typer.Option(None, help="Take every N-th frame."),
+    width: Optional[float] = typer.Option(None, help="C3D channel-width multiplier (1.0 = the paper)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Random horizontal flips (off when classes depend on direction)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 30)."),
+    batch_size: Optional[int] = typer.Option(None, help="Clips per batch (default 8)."),
+    optimizer: Optional[str] = typer.Option(None, help="adam (default), adamw or sgd."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default 1e-4)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay."),
+    schedule: Optional[str] = typer.Option(None, help="constant (default), step or cosine."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up length in epochs."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing for the loss."),
+    patience: Optional[int] = typer.Option(None, help="Stop after N epochs without a better val accuracy."),
+    target_accuracy: Optional[float] = typer.Option(None, help="Stop once val accuracy reaches this (e.g. 0.75)."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default 2)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    precision: Optional[str] = typer.Option(None, help="Lightning precision: 32-true, bf16-mixed, 16-mixed."),
+    accelerator: Optional[str] = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu."),
+    devices: Optional[str] = typer.Option(None, help="Lightning devices: auto, a count, or a list."),
+    strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp."),
+    num_nodes: Optional[int] = typer.Option(None, help="Machines for multi-node DDP."),
+    history: Optional[str] = typer.Option(None, help="Training-history field of the model file name."),
+    out: Optional[str] = typer.Option(None, help="Run directory (default runs/exp)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its last checkpoint."),
+) -> None:
+    """Train a model; writes config.yaml, metrics.csv, curves.png, checkpoints, the model file
+    and summary.json to the run directory."""
+    from vidzoo.train import TrainConfig, train
+
+    options = dict(data=data, model=model, val=val, val_split=val_split, classes=classes, frames=frames, size=size,
+                   stride=stride, flip=flip, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                   weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+                   label_smoothing=label_smoothing, patience=patience, target_accuracy=target_accuracy,
+                   workers=workers, seed=seed, precision=precision, accelerator=accelerator,
+                   devices=_devices(devices), strategy=strategy, num_nodes=num_nodes, history=history, out=out)
+    try:
+        if resume is not None:
+            run_config = resume / "config.yaml" if resume.is_dir() else resume.parent.parent / "config.yaml"
+            cfg = TrainConfig.from_file(run_config)
+        elif config is not None:
+            cfg = TrainConfig.from_file(config, **options)
+        else:
+            if data is None:
+                raise ValueError("--data is required (or --config with a 'data' entry)")
+            cfg = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+        if width is not None:
+            cfg.model_kwargs["width"] = width
+        result = train(cfg, resume=resume)
+    except _user_errors() as e:
+        _fail(e)
+    console.print(f"model file: [bold]{result.model_file}[/]")
+    console.print(f"best val accuracy: {result.best_val_accuracy} (epoch {result.best_epoch}); run dir {result.run_dir}")
+
+
+def _devices(devices: str | None):
+    if devices is None:
+        return None
+    return int(devices) if devices.isdigit() else devices
+
+
+@app.command(name="eval")
+def eval_command(
+    model_file: Path = typer.Argument(..., help="A vidzoo model file."),
+    data: str = typer.Argument(..., help="Test videos: a folder per class or a CSV/TSV file."),
+    clips: int = typer.Option(10, help="Clips per video, evenly spaced (video accuracy averages them)."),
+    crops: int = typer.Option(1, help="1 (centre) or 3 (left/centre/right) crops per clip."),
+    batch_size: int = typer.Option(8, help="Views per forward pass (bounds memory)."),
+    workers: int = typer.Option(2, help="DataLoader worker processes."),
+    skip_bad: bool = typer.Option(False, help="Exclude videos that fail to decode, and report them."),
+    device: str = typer.Option("cpu", help="torch device."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    out: Optional[Path] = typer.Option(None, help="Write report.json, confusion.csv and confusion.png here."),
+) -> None:
+    """Clip and video accuracy, top-5, per-class accuracy and the confusion matrix."""
+    from vidzoo.data.datasets import load_source
+    from vidzoo.evaluate import evaluate, write_report
+    from vidzoo.model_file import load_model
+
+    try:
+        model = load_model(model_file)
+        report = evaluate(model, load_source(data), num_clips=clips, crops=crops, batch_size=batch_size,
+                          workers=workers, skip_bad=skip_bad, device=device, progress=not as_json)
+    except _user_errors() as e:
+        _fail(e)
+    if out is not None:
+        write_report(report, out)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    console.print(f"videos: {report.num_videos}  clip accuracy: {report.clip_accuracy:.2%}  "
+                  f"video accuracy: {report.video_accuracy:.2%}  top-{report.top_k}: {report.top5_accuracy:.2%}  "
+                  f"mean class accuracy: {report.mean_class_accuracy:.2%}")
+    if report.excluded:
+        console.print(f"[yellow]excluded {len(report.excluded)} video(s) that failed to decode:[/]")
+        for item in report.excluded:
+            console.print(f"  {item['path']}: {item['reason']}", highlight=False)
+    if out is not None:
+        console.print(f"report written to {out}")
+
+
+@app.command()
+def predict(
+    model_file: Path = typer.Argument(..., help="A vidzoo model file."),
+    videos: List[Path] = typer.Argument(..., help="Video files."),
+    top_k: int = typer.Option(5, help="Labels to show per video."),
+    window: Optional[float] = typer.Option(None, help="Predict per window of this many seconds (long videos)."),
+    stride: Optional[float] = typer.Option(None, help="Seconds between window starts (default: --window)."),
+    device: str = typer.Option("cpu", help="torch device."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Top-k labels per video, or per time window with --window/--stride."""
+    from vidzoo.model_file import load_model
+    from vidzoo.predict import predict_video, predict_windows
+
+    results = []
+    try:
+        model = load_model(model_file)
+        for video in videos:
+            if window is not None:
+                windows = predict_windows(model, video, window=window, stride=stride or window, top_k=top_k, device=device)
+                results.append({"path": str(video), "windows": [w.to_dict() for w in windows]})
+            else:
+                results.append(predict_video(model, video, top_k=top_k, device=device).to_dict())
+    except _user_errors() as e:
+        _fail(e)
+    if as_json:
+        _print_json(results)
+        return
+    for result in results:
+        console.print(f"[bold]{result['path']}[/]", highlight=False)
+        if "windows" in result:
+            for w in result["windows"]:
+                top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in w["top"])
+                console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False)
+        else:
+            for t in result["top"]:
+                console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False)
+
+
+@app.command(name="quickstart")
+def quickstart_command(
+    out: Path = typer.Option(Path("runs/quickstart"), help="Folder for the dataset, run, evaluation and summary.json."),
+    epochs: Optional[int] = typer.Option(None, help="Override the recipe's epochs (20)."),
+    videos_per_class: int = typer.Option(100, help="Synthetic videos per class."),
+    workers: int = typer.Option(2, help="DataLoader worker processes."),
+) -> None:
+    """Make the synthetic dataset, train a light C3D-BN, evaluate it on the test split and
+    predict two test videos (about 3 minutes on 2 CPU cores)."""
+    from vidzoo.quickstart import quickstart
+
+    try:
+        summary = quickstart(out, epochs=epochs, videos_per_class=videos_per_class, workers=workers,
+                             progress=sys.stderr.isatty(), log=lambda m: console.print(m, highlight=False))
+    except _user_errors() as e:
+        _fail(e)
+    console.print(f"\n[bold green]test video accuracy {summary['test_video_accuracy']:.1%}[/] "
+                  f"(clip accuracy {summary['test_clip_accuracy']:.1%}) in {summary['seconds']:.0f} s")
+    console.print(f"model file: {summary['model_file']}\nrun directory: {summary['run_dir']}\n"
+                  f"evaluation: {summary['eval_dir']}\nsummary: {Path(out) / 'summary.json'}")
+
+
+def main() -> None:  # pragma: no cover - console-script entry point
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
