@@ -3,6 +3,11 @@
 from pathlib import Path
 
 import pytest
+import torch
+
+# make test runs two xdist workers on two cores: one compute thread each, or every worker's
+# torch ops spawn a thread per core and the suite runs at half speed.
+torch.set_num_threads(1)
 
 # Shared between checkouts, next to the repository: <repo>/../shared/data/videos.
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,10 +19,12 @@ from vidzoo.data.datasets import (
     read_class_list,
     stratified_split,
 )
+from conftest import require_videos
 from vidzoo.data.sampling import SamplingConfig
 from vidzoo.data.transforms import eval_transform, train_transform
+from vidzoo.data.video import VideoDecodeError
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+VIDEOS = require_videos()
 GOOD = [
     VIDEOS / "mmaction2-samples/tests/data/test.mp4",
     VIDEOS / "mmaction2-samples/demo/demo.mp4",
@@ -247,6 +248,5 @@ def test_evaluation_never_substitutes(folder_dataset):
         source, SamplingConfig(kind="segment", clip_len=8), eval_transform(32, resize_short=36),
         train=False, decode_size=36,
     )
-    from vidzoo.data.video import VideoDecodeError
     with pytest.raises(VideoDecodeError, match="broken.mp4"):
         dataset[broken_index]

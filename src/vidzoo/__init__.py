@@ -12,6 +12,7 @@ _LAZY = {
     "create_model": "vidzoo.models",
     "list_models": "vidzoo.models",
     "list_pretrained": "vidzoo.models",
+    "parse_model_name": "vidzoo.models.names",
     "save_model": "vidzoo.model_file",
     "load_model": "vidzoo.model_file",
     "VideoReader": "vidzoo.data.video",

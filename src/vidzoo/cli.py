@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -107,24 +106,52 @@ def probe(
 
 @app.command()
 def models(
-    pattern: Optional[str] = typer.Argument(None, help="Wildcard filter, e.g. 'c3d*'."),
+    pattern: Optional[str] = typer.Argument(None, help="Wildcard filter, e.g. 'c3d*' or 'c2d_*'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """The registered architectures with their default input and parameter count."""
-    from vidzoo.models import get_model_cfg, list_models, model_parameter_count
+    """The registered architectures: family, parameters, GFLOPs per clip at the default input,
+    default input, sampling, pretrained weights and MiT zoo aliases.
+
+    GFLOPs: torch.utils.flop_counter's count for one clip, a multiply-add counting as 2 FLOPs.
+    Counted on the meta device, so nothing is allocated or computed.
+    A model whose builder needs arguments (c2d_timm: a backbone) shows no sizes; --json says why.
+    """
+    from vidzoo.models import get_model_cfg, get_model_entry, list_models, model_flops, model_parameter_count
+    from vidzoo.models.names import model_aliases
 
     rows = []
     for name in list_models(pattern):
-        cfg = get_model_cfg(name)
-        t, h, w = cfg.input_size
-        rows.append({"name": name, "params": model_parameter_count(name), "input": f"{t}x{h}x{w}",
-                     "sampling": cfg.sampling, "norm": cfg.norm, "paper": cfg.paper_title})
+        entry = get_model_entry(name)
+        row: dict[str, Any] = {"name": name, "family": entry.builder.__module__.rpartition(".")[2],
+                               "params": None, "gflops": None, "input": None, "sampling": None,
+                               "frame_stride": None, "norm": None, "paper": None,
+                               "pretrained": sorted(entry.weights), "aliases": model_aliases(name)}
+        try:
+            cfg = get_model_cfg(name)
+            flops = model_flops(name)
+        except ValueError as e:  # the builder needs arguments
+            row["note"] = str(e)
+        else:
+            t, h, w = cfg.input_size
+            row.update(params=model_parameter_count(name),
+                       gflops=round(flops / 1e9, 3), input=f"{t}x{h}x{w}",
+                       sampling=cfg.sampling, frame_stride=cfg.frame_stride, norm=cfg.norm,
+                       paper=cfg.paper_title)
+        rows.append(row)
     if as_json:
         _print_json(rows)
         return
-    table = Table("name", "params", "default input", "sampling", "paper")
+    table = Table()
+    table.add_column("name", no_wrap=True)  # the one column that must stay whole on a narrow terminal
+    for header in ("family", "params", "GFLOPs", "default input", "sampling", "pretrained", "aliases"):
+        table.add_column(header)
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", r["input"], r["sampling"], r["paper"])
+        if r["params"] is None:
+            table.add_row(r["name"], r["family"], "", "", "", "", ", ".join(r["pretrained"]), ", ".join(r["aliases"]))
+            continue
+        sampling = r["sampling"] if r["frame_stride"] == 1 else f"{r['sampling']}, stride {r['frame_stride']}"
+        table.add_row(r["name"], r["family"], f"{r['params']:,}", f"{r['gflops']:.1f}", r["input"], sampling,
+                      ", ".join(r["pretrained"]), ", ".join(r["aliases"]))
     console.print(table)
 
 
@@ -201,6 +228,8 @@ def train_command(
         result = train(cfg, resume=resume)
     except _user_errors() as e:
         _fail(e)
+    if not result.model_file:  # a DDP rank other than 0: rank 0 writes the model and reports
+        return
     console.print(f"model file: [bold]{result.model_file}[/]")
     console.print(f"best val accuracy: {result.best_val_accuracy} (epoch {result.best_epoch}); run dir {result.run_dir}")
 
@@ -313,7 +342,8 @@ def quickstart_command(
 
 
 def main() -> None:  # pragma: no cover - console-script entry point
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # No basicConfig: Lightning installs its own handler, and warnings from vidzoo's loggers
+    # reach stderr through logging's last-resort handler, each once.
     app()
 
 

@@ -123,7 +123,9 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "arch": cfg.arch,
         # reset_classifier may have changed the class count since create_model saw the kwargs.
-        "kwargs": {**model.init_kwargs, "num_classes": model.num_classes},
+        # The file holds the weights: rebuilding must not fetch a pretrained backbone again.
+        "kwargs": {**{k: (False if k.startswith("pretrained") else v) for k, v in model.init_kwargs.items()},
+                   "num_classes": model.num_classes},
         "classes": classes,
         "input": {"frames": frames, "height": height, "width": width, "channels": cfg.in_chans},
         "norm": {key: list(values) for key, values in cfg.norm.items()},

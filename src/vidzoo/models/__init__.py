@@ -7,6 +7,10 @@
 """
 
 from vidzoo.models import c3d  # noqa: F401  (importing a family module registers its variants)
+from vidzoo.models import torchvision_video  # noqa: F401
+from vidzoo.models import c2d  # noqa: F401
+from vidzoo.models import lrcn  # noqa: F401
+from vidzoo.models import i3d  # noqa: F401
 from vidzoo.models._base import ModelCfg, VideoClassifier
 from vidzoo.models._registry import (
     ModelEntry,
@@ -16,9 +20,11 @@ from vidzoo.models._registry import (
     get_model_entry,
     list_models,
     list_pretrained,
+    model_flops,
     model_parameter_count,
     register_model,
 )
+from vidzoo.models.names import parse_model_name, resolve_alias
 
 __all__ = [
     "ModelCfg",
@@ -30,6 +36,9 @@ __all__ = [
     "get_model_entry",
     "list_models",
     "list_pretrained",
+    "model_flops",
     "model_parameter_count",
+    "parse_model_name",
     "register_model",
+    "resolve_alias",
 ]

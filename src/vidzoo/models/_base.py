@@ -174,3 +174,18 @@ def pool_output_size(size: int, kernel: int, stride: int, ceil_mode: bool = Fals
     if ceil_mode and (out - 1) * stride >= size:
         out -= 1
     return out
+
+
+def frame_size(img_size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from an int or a pair (kwargs come back from model files as lists)."""
+    if isinstance(img_size, int):
+        return img_size, img_size
+    # A list, too: kwargs come back from JSON model files as lists.
+    if len(img_size) == 2 and all(isinstance(s, int) for s in img_size):
+        return img_size[0], img_size[1]
+    raise ValueError(f"img_size must be an int or (height, width), got {img_size!r}")
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """A layer's channel count under a width multiplier (at least 1)."""
+    return max(1, round(channels * width))

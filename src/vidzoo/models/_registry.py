@@ -117,10 +117,16 @@ def create_model(
         tags = sorted(entry.weights)
         close = difflib.get_close_matches(pretrained, tags, n=3)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        # Every weights table is still empty; the download path lands with the first entry.
+        if pretrained in entry.weights:
+            # The weights are described (source, checksum, categories) but fetching and
+            # loading them is not built yet: say so rather than pretend.
+            raise NotImplementedError(
+                f"{name}.{pretrained} is registered ({entry.weights[pretrained].get('url', 'no url')}) but "
+                "vidzoo cannot load pretrained weights yet; build the model without pretrained="
+            )
         raise ValueError(
             f"no pretrained weights {pretrained!r} for model {name!r}.{hint} "
-            f"Available: {tags or 'none yet'}"
+            f"Available: {tags or 'none'}"
         )
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
@@ -143,3 +149,17 @@ def model_parameter_count(name: str, **kwargs: Any) -> int:
     with torch.device("meta"):
         model = create_model(name, **kwargs)
     return sum(p.numel() for p in model.parameters())
+
+
+def model_flops(name: str, **kwargs: Any) -> int:
+    """FLOPs of one forward pass of ``create_model(name, **kwargs)`` on one clip of its default
+    input, as ``torch.utils.flop_counter`` counts them (a multiply-add is 2 FLOPs). Counted on the
+    meta device: nothing is allocated or computed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = create_model(name, **kwargs).eval()
+        cfg = model.default_cfg
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, cfg.in_chans, *cfg.input_size))
+    return int(counter.get_total_flops())

@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidzoo.models._base import ModelCfg, VideoClassifier, check_num_classes, pool_output_size
+from vidzoo.models._base import (
+    ModelCfg,
+    VideoClassifier,
+    check_num_classes,
+    frame_size,
+    pool_output_size,
+    scaled_channels,
+)
 from vidzoo.models._registry import register_model
 
 PAPER_TITLE = "Learning Spatiotemporal Features with 3D Convolutional Networks"
@@ -96,7 +103,7 @@ class C3D(VideoClassifier):
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
-        height, width_px = _frame_size(img_size)
+        height, width_px = frame_size(img_size)
         if in_chans < 1 or num_frames < 1:
             raise ValueError(
                 "in_chans and num_frames must be >= 1, "
@@ -111,7 +118,7 @@ class C3D(VideoClassifier):
         self.feature_info = []
         chans, size, reduction = in_chans, (num_frames, height, width_px), (1, 1, 1)
         for stage, (conv_names, stage_chans, kernel) in enumerate(_STAGES, start=1):
-            out_chans = _scaled(stage_chans, width)
+            out_chans = scaled_channels(stage_chans, width)
             for name in conv_names:
                 layers[name] = ConvBlock(chans, out_chans, batch_norm)
                 chans = out_chans
@@ -133,7 +140,7 @@ class C3D(VideoClassifier):
                 )
         self.features = nn.Sequential(layers)
 
-        fc_width = _scaled(_FC_WIDTH, width)
+        fc_width = scaled_channels(_FC_WIDTH, width)
         self.fc6 = nn.Linear(chans * math.prod(size), fc_width)
         self.drop6 = nn.Dropout(dropout)
         self.fc7 = nn.Linear(fc_width, fc_width)
@@ -189,19 +196,6 @@ class C3D(VideoClassifier):
     def _replace_classifier(self, num_classes: int) -> None:
         old = self.fc8.weight
         self.fc8 = nn.Linear(self.num_features, num_classes, device=old.device, dtype=old.dtype)
-
-
-def _frame_size(img_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(img_size, int):
-        return img_size, img_size
-    # A list, too: kwargs come back from JSON model files as lists.
-    if len(img_size) == 2 and all(isinstance(s, int) for s in img_size):
-        return img_size[0], img_size[1]
-    raise ValueError(f"img_size must be an int or (height, width), got {img_size!r}")
-
-
-def _scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
 
 
 def _create_c3d(variant: str, fixed: Mapping[str, Any], **kwargs: Any) -> C3D:

@@ -1,0 +1,162 @@
+"""Model file names, MiT zoo aliases, and the `vidzoo models` listing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import vidzoo
+from vidzoo.cli import app
+from vidzoo.model_file import default_model_filename
+from vidzoo.models import create_model, get_model_cfg, list_models
+from vidzoo.models.names import ALIASES, ModelName, model_aliases, parse_model_name, resolve_alias
+
+# --- parse_model_name ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "I3DIv1-32x224x224x3-339-ikm",
+            ModelName("i3d", "I3DIv1", 32, 224, 224, 3, 339, "ikm",
+                      ("ImageNet", "Kinetics", "Moments in Time")),
+        ),
+        (
+            "D169-224x224x3-339-im",
+            ModelName("c2d_densenet169", "D169", None, 224, 224, 3, 339, "im",
+                      ("ImageNet", "Moments in Time")),
+        ),
+        (
+            "IRv2avg-299x299x3-339-im",
+            ModelName("c2d_inception_resnet_v2", "IRv2avg", 64, 299, 299, 3, 339, "im",
+                      ("ImageNet", "Moments in Time")),
+        ),
+        (
+            "M-224x224x3-339-m6h5",
+            ModelName("c2d_mobilenet_v1", "M", None, 224, 224, 3, 339, "m6h5",
+                      ("Moments in Time",)),
+        ),
+        (
+            "c3d_bn-8x32x32x3-8-synthetic",
+            ModelName("c3d_bn", None, 8, 32, 32, 3, 8, "synthetic", ()),
+        ),
+    ],
+)
+def test_parse_model_name(name: str, expected: ModelName) -> None:
+    assert parse_model_name(name) == expected
+
+
+@pytest.mark.parametrize(
+    "path", ["C3D-16x112x112x3-339-m.h5", "zoo/C3D-16x112x112x3-339-m.safetensors"]
+)
+def test_parse_model_name_strips_folders_and_the_extension(path: str) -> None:
+    assert parse_model_name(path) == parse_model_name("C3D-16x112x112x3-339-m")
+
+
+def test_history_that_is_not_mit_letters_names_no_sources() -> None:
+    # "kinetics400" starts with k and i, but they are part of a word, not the zoo's letter code.
+    assert parse_model_name("r3d_18-16x112x112x3-400-kinetics400").history_sources == ()
+
+
+def test_parse_model_name_reads_a_vidzoo_file_name() -> None:
+    with torch.device("meta"):
+        model = create_model("c3d", num_classes=101)
+    parsed = parse_model_name(default_model_filename(model, "ucf101"))
+    assert (parsed.arch, parsed.frames, parsed.height, parsed.width, parsed.channels) == (
+        "c3d", 16, 112, 112, 3
+    )
+    assert (parsed.num_classes, parsed.history) == (101, "ucf101")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("C3D", "must have four '-'-separated fields"),
+        ("C3D-16x112x112x3-339", "must have four '-'-separated fields"),
+        ("I3Dv1-16x224x224x3-339-im", "unknown architecture code 'I3Dv1'. Did you mean 'I3DIv1'"),
+        ("C3D-16x112-339-im", "shape field '16x112' .* must be TxHxWxC or, for 2D models, HxWxC"),
+        ("C3D-16x112x112x3-many-im", "classes field 'many' .* must be a positive integer"),
+        ("C3D-0x112x112x3-339-im", "must be positive"),
+    ],
+)
+def test_unparseable_names_are_value_errors(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_model_name(name)
+
+
+def test_parse_model_name_is_exported_at_the_top_level() -> None:
+    assert vidzoo.parse_model_name is parse_model_name
+
+
+# --- aliases -------------------------------------------------------------------------------------
+
+
+def test_every_alias_names_a_registered_model() -> None:
+    assert set(ALIASES.values()) <= set(list_models())
+
+
+@pytest.mark.parametrize(
+    ("code", "arch"), [("C3D", "c3d"), ("I3DIv1", "i3d"), ("X", "c2d_xception")]
+)
+def test_resolve_alias(code: str, arch: str) -> None:
+    assert resolve_alias(code) == arch
+
+
+def test_resolve_alias_passes_vidzoo_names_through() -> None:
+    assert resolve_alias("c3d_bn") == "c3d_bn"
+
+
+def test_resolve_alias_unknown_code_suggests_close_codes() -> None:
+    with pytest.raises(ValueError, match="unknown architecture code 'Inv3'. Did you mean 'Iv3'"):
+        resolve_alias("Inv3")
+
+
+def test_model_aliases_lists_every_code_of_an_architecture() -> None:
+    assert model_aliases("c2d_inception_resnet_v2") == ["IRv2", "IRv2avg"]
+    assert model_aliases("c3d_bn") == []
+
+
+# --- vidzoo models -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def listing() -> dict[str, dict]:
+    result = CliRunner().invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def _builds_with_defaults(name: str) -> bool:
+    try:
+        get_model_cfg(name)
+    except ValueError:
+        return False
+    return True
+
+
+def test_models_lists_every_registered_model(listing: dict[str, dict]) -> None:
+    assert sorted(listing) == list_models()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_models_reports_size_and_cost(listing: dict[str, dict], name: str) -> None:
+    row = listing[name]
+    if _builds_with_defaults(name):
+        assert row["params"] > 0 and row["gflops"] > 0, row
+    else:  # its builder needs arguments, and the listing says which
+        assert row["params"] is None and row["note"], row
+
+
+def test_models_counts_c3d_at_77_gflops(listing: dict[str, dict]) -> None:
+    # REFERENCE.md: about 38.5 GMAC = 77 GFLOP per 16x112x112 clip.
+    assert listing["c3d"]["gflops"] == pytest.approx(77, rel=0.03)
+
+
+def test_models_shows_family_weights_and_aliases(listing: dict[str, dict]) -> None:
+    assert (listing["c3d"]["family"], listing["c3d"]["aliases"]) == ("c3d", ["C3D"])
+    assert listing["r3d_18"]["family"] == "torchvision_video"
+    assert listing["r3d_18"]["pretrained"] == ["kinetics400"]
