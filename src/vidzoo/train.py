@@ -100,6 +100,8 @@ class TrainConfig(BaseModel):
     history: str | None = Field(None, description="training-history field of the model file name")
     out: str = "runs/exp"
     progress: bool = True
+    record_samples: bool = Field(False, description="append 'epoch<TAB>video_id' of every training clip to "
+                                 "seen_rank<R>.txt in the run dir (to check how DDP shards the data)")
 
     @model_validator(mode="after")
     def _val_source(self) -> "TrainConfig":
@@ -182,8 +184,9 @@ class VideoClassificationModule(L.LightningModule):
         logits = self.model(clips)
         loss = self.criterion(logits, labels)
         acc = (logits.argmax(1) == labels).float().mean()
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
-        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        # sync_dist: with DDP the epoch figures average all ranks, not rank 0's shard alone.
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -325,6 +328,17 @@ class RunRecorder(Callback):
             )
 
 
+class SampleRecorder(Callback):
+    """`record_samples`: each rank appends the video ids of its training batches to its own file."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        with open(self.run_dir / f"seen_rank{trainer.global_rank}.txt", "a", encoding="utf-8") as f:
+            f.writelines(f"{trainer.current_epoch}\t{video_id}\n" for video_id in batch[2])
+
+
 def _scalar(value) -> float | None:
     return None if value is None else round(float(value), 6)
 
@@ -389,7 +403,8 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     """Train `config.model` on `config.data`; write the run directory; return its summary.
 
     `resume` is a run directory (or a checkpoint file) to continue: model, optimizer,
-    scheduler and epoch are restored; the config is read from the run directory.
+    scheduler and epoch are restored from its last checkpoint and training goes on to
+    `config.epochs` (the CLI's `--resume` reads the run's own config.yaml).
     """
     started = time.perf_counter()
     run_dir = Path(config.out)
@@ -403,8 +418,8 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))
-        for stale in ("metrics.csv", "bad_videos.log"):
-            (run_dir / stale).unlink(missing_ok=True)
+        for stale in [run_dir / "metrics.csv", run_dir / "bad_videos.log", *run_dir.glob("seen_rank*.txt")]:
+            stale.unlink(missing_ok=True)
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_source, val_source = _sources(config)
@@ -420,7 +435,10 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     persistent = config.workers > 0
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, sampler=EpochShuffleSampler(len(train_set), config.seed),
-        num_workers=config.workers, worker_init_fn=_worker_init, persistent_workers=persistent, drop_last=False,
+        num_workers=config.workers, worker_init_fn=_worker_init, persistent_workers=persistent,
+        # A last batch of one clip breaks BatchNorm on small inputs (1x1x1 maps); with shuffling
+        # every clip is still seen across epochs.
+        drop_last=len(train_set) > config.batch_size,
     )
     val_loader = DataLoader(
         val_set, batch_size=max(1, config.batch_size // max(1, config.val_clips)), num_workers=config.workers,
@@ -429,15 +447,22 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     module = VideoClassificationModule(model, config, steps_per_epoch=len(train_loader))
 
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc", mode="max", save_last=True,
-        save_top_k=1, enable_version_counter=False,
+        dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc", mode="max", save_top_k=1,
+        enable_version_counter=False,
     )
-    callbacks: list[Callback] = [checkpoints, ThroughputMonitor(), RunRecorder(run_dir, train_set, config.max_bad_fraction)]
+    # Not save_last=True: since Lightning 2.6 that writes last.ckpt only when val_acc improved,
+    # so a resume would silently restart from the best epoch. A monitor-less callback saves every epoch.
+    last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=Path(LAST_CHECKPOINT).stem, save_top_k=1,
+                           enable_version_counter=False)
+    callbacks: list[Callback] = [checkpoints, last, ThroughputMonitor(),
+                                 RunRecorder(run_dir, train_set, config.max_bad_fraction)]
     if config.patience is not None or config.target_accuracy is not None:
         callbacks.append(EarlyStopping(
             monitor="val_acc", mode="max", patience=config.patience or config.epochs + 1,
             stopping_threshold=config.target_accuracy,
         ))
+    if config.record_samples:
+        callbacks.append(SampleRecorder(run_dir))
     if config.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_loader) // 20)))
     trainer = L.Trainer(
