@@ -189,3 +189,13 @@ def frame_size(img_size: int | Sequence[int]) -> tuple[int, int]:
 def scaled_channels(channels: int, width: float) -> int:
     """A layer's channel count under a width multiplier (at least 1)."""
     return max(1, round(channels * width))
+
+
+def check_clip_model_args(in_chans: int, num_frames: int, width: float, dropout: float, paper: str) -> None:
+    """The constructor checks every 3D CNN family shares; `paper` names the width-1.0 network."""
+    if in_chans < 1 or num_frames < 1:
+        raise ValueError(f"in_chans and num_frames must be >= 1, got in_chans={in_chans}, num_frames={num_frames}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0 (1.0 is {paper}), got {width!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")

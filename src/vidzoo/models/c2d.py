@@ -165,6 +165,17 @@ class FrameEncoder(nn.Module):
         self.net.requires_grad_(not frozen)
         self.train()
 
+    def clip_frame_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        """The frame size a model on this encoder is built for: `size`, or the network's own
+        default; refused when smaller than the network accepts."""
+        height, width = size or self.default_size
+        if min(height, width) < self.min_size:
+            raise ValueError(
+                f"img_size {height}x{width} is too small for backbone {self.name!r}, which needs "
+                f"at least {self.min_size}x{self.min_size}"
+            )
+        return height, width
+
     @classmethod
     def from_timm(
         cls,
@@ -297,12 +308,7 @@ class C2D(VideoClassifier):
             pretrained=pretrained_backbone,
             frozen=freeze_backbone,
         )
-        height, width = size or self.backbone.default_size
-        if min(height, width) < self.backbone.min_size:
-            raise ValueError(
-                f"img_size {height}x{width} is too small for backbone {backbone!r}, which needs "
-                f"at least {self.backbone.min_size}x{self.backbone.min_size}"
-            )
+        height, width = self.backbone.clip_frame_size(size)
         self.average = average
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.backbone.num_features, num_classes)
@@ -366,10 +372,25 @@ def _create_c2d(variant: str, fixed: Mapping[str, Any], **kwargs: Any) -> C2D:
 
 
 # Pretrained weights by variant, then tag: source, sha256, classes, preprocessing, metrics and
-# licence per entry. None are published in vidzoo's format yet.
+# licence per entry. "imagenet" is the backbone's default timm weights, fetched by timm (Hugging
+# Face hub cache; timm's pretrained_cfg names the repo, licence and preprocessing); they cover
+# the backbone only, so the classifier is always new (see vidzoo.weights).
+def _imagenet_entry(timm_name: str | None) -> dict[str, Any]:
+    return {
+        "loader": "timm",
+        "timm_model": timm_name,  # None: the backbone= argument names it
+        "source": "timm pretrained_cfg of the backbone (Hugging Face hub)",
+        "format": "timm state dict of the backbone; vidzoo keys add the prefix 'backbone.net.'",
+        "covers": "backbone.",
+        "dataset": "imagenet-1k",
+        "num_classes": 1000,
+        "licence": "per timm model card",
+    }
+
+
 _WEIGHTS: dict[str, dict[str, dict[str, Any]]] = {
-    **{f"c2d_{name}": {} for name in BACKBONES},
-    "c2d_timm": {},
+    **{f"c2d_{name}": {"imagenet": _imagenet_entry(b.timm_name)} for name, b in BACKBONES.items()},
+    "c2d_timm": {"imagenet": _imagenet_entry(None)},
 }
 
 # Two frames of the smallest size each backbone accepts (32 px at least, so BatchNorm still sees

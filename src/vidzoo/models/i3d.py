@@ -42,9 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidzoo.models._base import ModelCfg, VideoClassifier, check_num_classes
+from vidzoo.models._base import (
+    ModelCfg,
+    VideoClassifier,
+    check_clip_model_args,
+    check_num_classes,
+    frame_size,
+    scaled_channels,
+)
 from vidzoo.models._registry import create_model, register_model
-from vidzoo.models._base import frame_size, scaled_channels
 
 log = logging.getLogger(__name__)
 
@@ -213,15 +219,7 @@ class I3D(VideoClassifier):
         super().__init__()
         check_num_classes(num_classes)
         height, width_px = frame_size(img_size)
-        if in_chans < 1 or num_frames < 1:
-            raise ValueError(
-                "in_chans and num_frames must be >= 1, "
-                f"got in_chans={in_chans}, num_frames={num_frames}"
-            )
-        if not width > 0:
-            raise ValueError(f"width must be > 0 (1.0 is the paper's I3D), got {width!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_clip_model_args(in_chans, num_frames, width, dropout, paper="the paper's I3D")
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         self.feature_info = []

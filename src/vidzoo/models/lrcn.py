@@ -24,7 +24,7 @@ from torch import nn
 
 from vidzoo.models._base import ModelCfg, VideoClassifier, check_num_classes
 from vidzoo.models._registry import register_model
-from vidzoo.models.c2d import FrameEncoder
+from vidzoo.models.c2d import FrameEncoder, _imagenet_entry
 from vidzoo.models._base import frame_size
 
 PAPER_TITLE = "Long-term Recurrent Convolutional Networks for Visual Recognition and Description"
@@ -153,12 +153,7 @@ class LRCN(VideoClassifier):
                 pretrained=pretrained_backbone,
                 frozen=freeze_backbone,
             )
-        height, width = size or self.backbone.default_size
-        if min(height, width) < self.backbone.min_size:
-            raise ValueError(
-                f"img_size {height}x{width} is too small for backbone {backbone!r}, which needs "
-                f"at least {self.backbone.min_size}x{self.backbone.min_size}"
-            )
+        height, width = self.backbone.clip_frame_size(size)
 
         self.lstm = nn.LSTM(
             self.backbone.num_features,
@@ -234,8 +229,9 @@ class LRCN(VideoClassifier):
 
 
 # Pretrained weights by variant, then tag: source, sha256, classes, preprocessing, metrics and
-# licence per entry. None are published in vidzoo's format yet.
-_WEIGHTS: dict[str, dict[str, dict[str, Any]]] = {"lrcn": {}}
+# licence per entry. "imagenet": the timm backbone's (needs backbone=<a timm model>); the LSTM
+# and classifier stay new.
+_WEIGHTS: dict[str, dict[str, dict[str, Any]]] = {"lrcn": {"imagenet": _imagenet_entry(None)}}
 
 
 @register_model(test_kwargs={"num_frames": 4, "img_size": 32}, weights=_WEIGHTS["lrcn"])
