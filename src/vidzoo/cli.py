@@ -108,9 +108,15 @@ def probe(
 def models(
     pattern: Optional[str] = typer.Argument(None, help="Wildcard filter, e.g. 'c3d*' or 'c2d_*'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    pretrained: bool = typer.Option(
+        False, "--pretrained", help="List the pretrained weights instead: source, classes, accuracy, licence."
+    ),
 ) -> None:
     """The registered architectures: family, parameters, GFLOPs per clip at the default input,
     default input, sampling, pretrained weights and MiT zoo aliases.
+
+    --pretrained lists the weights (``model.tag``, for ``create_model(name, pretrained=tag)``)
+    with their source (URL or Hugging Face hub id), class count, published top-1/top-5 and licence.
 
     GFLOPs: torch.utils.flop_counter's count for one clip, a multiply-add counting as 2 FLOPs.
     Counted on the meta device, so nothing is allocated or computed.
@@ -119,6 +125,9 @@ def models(
     from vidzoo.models import get_model_cfg, get_model_entry, list_models, model_flops, model_parameter_count
     from vidzoo.models.names import model_aliases
 
+    if pretrained:
+        _pretrained_table(pattern, as_json)
+        return
     rows = []
     for name in list_models(pattern):
         entry = get_model_entry(name)
@@ -152,6 +161,30 @@ def models(
         sampling = r["sampling"] if r["frame_stride"] == 1 else f"{r['sampling']}, stride {r['frame_stride']}"
         table.add_row(r["name"], r["family"], f"{r['params']:,}", f"{r['gflops']:.1f}", r["input"], sampling,
                       ", ".join(r["pretrained"]), ", ".join(r["aliases"]))
+    console.print(table)
+
+
+def _pretrained_table(pattern: Optional[str], as_json: bool) -> None:
+    from vidzoo.models import list_pretrained
+    from vidzoo.weights import describe_weights
+
+    rows = [describe_weights(*weights.split(".", 1)) for weights in list_pretrained()]
+    if pattern is not None:
+        import fnmatch
+
+        rows = [r for r in rows if fnmatch.fnmatch(r["model"], pattern) or fnmatch.fnmatch(r["weights"], pattern)]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table()
+    table.add_column("weights", no_wrap=True)
+    table.add_column("source", overflow="fold")  # a URL is only useful whole
+    for header in ("classes", "acc@1", "acc@5", "licence"):
+        table.add_column(header)
+    for r in rows:
+        acc = ["" if r[k] is None else f"{r[k]:.1f}" for k in ("acc@1", "acc@5")]
+        classes = "" if r["num_classes"] is None else f"{r['num_classes']} ({r['dataset']})"
+        table.add_row(r["weights"], r["source"] or "", classes, *acc, r["licence"] or "")
     console.print(table)
 
 

@@ -106,33 +106,29 @@ def create_model(
     Args:
         name: a name from ``list_models()``.
         num_classes: outputs of the classifier; None keeps the variant's default.
-        pretrained: a weights tag from ``list_pretrained()`` (none are published yet).
+        pretrained: a weights tag of this model (``list_pretrained()`` lists ``name.tag``) or a
+            path to a weights file; see ``vidzoo.weights.load_pretrained``. With
+            ``num_classes=None`` the model takes the weights' class count; another count gets a
+            fresh classifier, and ``model.load_report`` names exactly the skipped head keys.
         **kwargs: constructor overrides, e.g. ``num_frames=8, width=0.25`` for C3D.
 
     The model remembers ``init_kwargs`` (``num_classes`` included) and its ``default_cfg.arch``
     is ``name``, which is what ``save_model`` needs to rebuild it later.
     """
     entry = get_model_entry(name)
-    if pretrained is not None:
-        tags = sorted(entry.weights)
-        close = difflib.get_close_matches(pretrained, tags, n=3)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        if pretrained in entry.weights:
-            # The weights are described (source, checksum, categories) but fetching and
-            # loading them is not built yet: say so rather than pretend.
-            raise NotImplementedError(
-                f"{name}.{pretrained} is registered ({entry.weights[pretrained].get('url', 'no url')}) but "
-                "vidzoo cannot load pretrained weights yet; build the model without pretrained="
-            )
-        raise ValueError(
-            f"no pretrained weights {pretrained!r} for model {name!r}.{hint} "
-            f"Available: {tags or 'none'}"
-        )
+    if pretrained is not None and num_classes is None:
+        from vidzoo.weights import weights_num_classes  # imported here: weights imports models
+
+        num_classes = weights_num_classes(name, pretrained)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = entry.builder(**kwargs)
     model.default_cfg = model.default_cfg.replace(arch=name)
     model.init_kwargs = dict(kwargs)
+    if pretrained is not None:
+        from vidzoo.weights import load_pretrained
+
+        model.load_report = load_pretrained(model, pretrained)
     return model
 
 
