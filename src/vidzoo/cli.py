@@ -101,6 +101,48 @@ def probe(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def check(
+    data: Path = typer.Argument(..., help="A folder of videos (class folders or not) or a CSV/TSV annotation."),
+    clip_len: int = typer.Option(16, "--clip-len", help="Videos with fewer frames are reported too_short."),
+    workers: int = typer.Option(2, help="Worker processes (0: decode in this process, no timeout)."),
+    random_frames: int = typer.Option(3, "--random-frames", help="Random frames decoded per video, besides first and last."),
+    seed: int = typer.Option(0, help="Seed of the random frames."),
+    timeout: float = typer.Option(120.0, help="Seconds one file may take before it is reported unreadable."),
+    report: Path = typer.Option(Path("check_report.csv"), help="CSV report, one row per video."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary and every video as JSON."),
+) -> None:
+    """Pre-flight check: decode the first, last and random frames of every video; report per file
+    ok / too_short / unreadable / no_video_stream and the flags rotated, variable_frame_rate,
+    odd_size, frame_count_mismatch. Exit code 1 when any video is unusable."""
+    from vidzoo.check import check_dataset
+
+    try:
+        result = check_dataset(data, clip_len=clip_len, workers=workers, random_frames=random_frames, seed=seed,
+                               timeout=timeout, progress=not as_json)
+    except _user_errors() as e:
+        _fail(e)
+    result.write_csv(report)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        table = Table("status", "flags / reason")
+        table.add_column("video", overflow="fold")
+        for r in result.results:
+            if r.status != "ok" or r.flags:
+                detail = ", ".join(r.flags + ([f"{r.error}: {r.reason}" if r.error else r.reason] if r.reason else []))
+                table.add_row(r.status, detail, r.path)
+        if table.row_count:
+            console.print(table)
+        summary = Table("summary", "count")
+        for key, value in result.summary().items():
+            summary.add_row(key, str(value))
+        console.print(summary)
+        console.print(f"report: {report}", highlight=False)
+    if result.unusable:
+        raise typer.Exit(code=1)
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -225,7 +267,9 @@ def train_command(
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing for the loss."),
     patience: Optional[int] = typer.Option(None, help="Stop after N epochs without a better val accuracy."),
     target_accuracy: Optional[float] = typer.Option(None, help="Stop once val accuracy reaches this (e.g. 0.75)."),
+    pretrained: Optional[str] = typer.Option(None, help="Start from weights: a tag (see `vidzoo models --pretrained`) or a file."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default 2)."),
+    sample_timeout: Optional[float] = typer.Option(None, help="Seconds one video may take to decode in a worker (default 120)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     precision: Optional[str] = typer.Option(None, help="Lightning precision: 32-true, bf16-mixed, 16-mixed."),
     accelerator: Optional[str] = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu."),
@@ -244,7 +288,7 @@ def train_command(
                    stride=stride, flip=flip, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                    weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
                    label_smoothing=label_smoothing, patience=patience, target_accuracy=target_accuracy,
-                   workers=workers, seed=seed, precision=precision, accelerator=accelerator,
+                   pretrained=pretrained, workers=workers, sample_timeout=sample_timeout, seed=seed, precision=precision, accelerator=accelerator,
                    devices=_devices(devices), strategy=strategy, num_nodes=num_nodes, history=history, out=out)
     try:
         if resume is not None:

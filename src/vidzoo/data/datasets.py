@@ -44,6 +44,7 @@ __all__ = [
     "from_ucf101",
     "from_hmdb51",
     "load_source",
+    "validate_sources",
     "read_class_list",
     "stratified_split",
     "VideoDataset",
@@ -209,10 +210,18 @@ def from_csv(
     path: str | os.PathLike,
     classes: Sequence[str] | None = None,
     root: str | os.PathLike | None = None,
+    label_format: Literal["name", "index0", "index1"] = "name",
 ) -> VideoSource:
     """A ``path,label`` CSV (or tab-separated) file; paths are relative to `root`, by default
     the annotation file's folder. A header row ``path,label`` is optional. BOM and CRLF are fine.
+
+    Labels are class names unless `label_format` says they are indices into `classes`
+    (``"index0"``: 0-based, ``"index1"``: 1-based, as in UCF-101), which must then be given.
     """
+    if label_format not in ("name", "index0", "index1"):
+        raise ValueError(f"label_format must be 'name', 'index0' or 'index1', got {label_format!r}")
+    if label_format != "name" and classes is None:
+        raise ValueError(f"label_format={label_format!r} needs the class list (classes=...) the indices refer to")
     path = Path(path).resolve()
     if not path.is_file():
         raise AnnotationError(path, ["annotation file not found"])
@@ -233,9 +242,25 @@ def from_csv(
         if problem:
             problems.append(f"line {line_no}: {problem}")
             continue
-        pairs.append((video, row[1].strip()))
+        label = row[1].strip()
+        if label_format != "name":
+            label, problem = _label_from_index(label, classes, first=int(label_format[-1]))
+            if problem:
+                problems.append(f"line {line_no}: {problem}")
+                continue
+        pairs.append((video, label))
     class_names = _resolve_classes((name for _, name in pairs), classes)
     return _finish(path, root, class_names, pairs, problems)
+
+
+def _label_from_index(text: str, classes: Sequence[str], first: int) -> tuple[str, str | None]:
+    """The class name of an index label (0- or 1-based by `first`), or a problem."""
+    last = len(classes) - 1 + first
+    if not re.fullmatch(r"[+-]?\d+", text):
+        return "", f"label {text!r} is not a class index ({first}..{last})"
+    if not first <= int(text) <= last:
+        return "", f"class index {text} out of range {first}..{last} ({len(classes)} classes, {first}-based)"
+    return classes[int(text) - first], None
 
 
 def from_ucf101(
@@ -343,6 +368,30 @@ def load_source(data: str | os.PathLike, classes: Sequence[str] | str | os.PathL
     if not path.exists():
         raise AnnotationError(path, ["no such file or directory"])
     raise AnnotationError(path, [f"expected a class-per-folder directory or a .csv/.tsv annotation, got {path.suffix!r}"])
+
+
+def validate_sources(train: VideoSource, val: VideoSource | None = None, test: VideoSource | None = None) -> None:
+    """Check the splits against each other and raise one `AnnotationError` listing every problem:
+    a training class with no videos, a val/test class the training split does not have, and a
+    video that is in more than one split (which would leak into the evaluation)."""
+    splits = {"train": train, "val": val, "test": test}
+    splits = {name: source for name, source in splits.items() if source is not None}
+    problems = [f"class {c!r} has no training videos" for c, n in train.class_counts().items() if n == 0]
+    known = set(train.classes)
+    for name, source in splits.items():
+        if name == "train":
+            continue
+        used = sorted({source.classes[s.label] for s in source.samples} - known)
+        problems.extend(f"{name} ({source.origin}): class {c!r} never seen in training "
+                        f"(training classes: {_few(train.classes)})" for c in used)
+    owner: dict[str, str] = {}
+    for name, source in splits.items():
+        for sample in source.samples:
+            other = owner.setdefault(os.path.realpath(sample.path), name)
+            if other != name:
+                problems.append(f"{sample.path} is in both {other} and {name}")
+    if problems:
+        raise AnnotationError(" / ".join(f"{name}: {s.origin}" for name, s in splits.items()), problems)
 
 
 def stratified_split(source: VideoSource, fraction: float, seed: int = 0) -> tuple[VideoSource, VideoSource]:
@@ -483,15 +532,23 @@ class VideoDataset(Dataset):
         )
 
     def _load(self, sample: VideoSample, rng: np.random.Generator | None) -> torch.Tensor:
-        with VideoReader(sample.path) as video:
-            info = self._info.setdefault(sample.path, video.info)
-            if rng is not None:
-                indices = self.sampling.train_indices(info.num_frames, info.fps, rng)
-                frames = video.get_frames(indices.tolist(), size=self.decode_size)
-                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                return self.transform(frames, generator)
-            views = self.sampling.eval_indices(info.num_frames, info.fps)  # (num_clips, clip_len)
-            frames = video.get_frames(views.reshape(-1).tolist(), size=self.decode_size)
+        # The path is logged before decoding starts, so a decoder that crashes or hangs its
+        # process can be named: `vidzoo.train` keeps the last of these records per DataLoader
+        # worker ("video_path" is None once the video is done).
+        decoding = log.getChild("decoding")
+        decoding.debug("decoding %s", sample.path, extra={"video_path": sample.path})
+        try:
+            with VideoReader(sample.path) as video:
+                info = self._info.setdefault(sample.path, video.info)
+                if rng is not None:
+                    indices = self.sampling.train_indices(info.num_frames, info.fps, rng)
+                    frames = video.get_frames(indices.tolist(), size=self.decode_size)
+                    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+                    return self.transform(frames, generator)
+                views = self.sampling.eval_indices(info.num_frames, info.fps)  # (num_clips, clip_len)
+                frames = video.get_frames(views.reshape(-1).tolist(), size=self.decode_size)
+        finally:
+            decoding.debug("done with %s", sample.path, extra={"video_path": None})
         clips = frames.reshape(views.shape[0], views.shape[1], *frames.shape[1:])
         out = torch.stack([self.transform(clip) for clip in clips])
         # A three-crop transform adds a crop axis per clip: fold it into the view axis.

@@ -29,6 +29,8 @@ __all__ = [
     "NotAVideoError",
     "NoVideoStreamError",
     "CorruptVideoError",
+    "FrameTooLargeError",
+    "DEFAULT_MAX_PIXELS",
     "VideoInfo",
     "Decoder",
     "VideoReader",
@@ -63,6 +65,14 @@ class NoVideoStreamError(VideoDecodeError):
 
 class CorruptVideoError(VideoDecodeError):
     """The video stream is truncated, corrupt, encrypted or otherwise undecodable."""
+
+
+class FrameTooLargeError(VideoDecodeError):
+    """The frames asked for have more pixels than the reader's `max_pixels` cap."""
+
+
+# 4096x2304 (a little over DCI 4K): decoded RGB frames above this are refused, not allocated.
+DEFAULT_MAX_PIXELS = 4096 * 2304
 
 
 # --------------------------------------------------------------------------- metadata
@@ -279,7 +289,11 @@ class PyAVDecoder:
         try:
             self._container.seek(0)
         except self._av.error.FFmpegError:
-            pass  # some streams cannot seek; decoding goes on from wherever it is
+            # Raw elementary streams (.h264, no timestamps) cannot seek: reopen to rewind. The
+            # old container is not closed here: a suspended frame generator may still read it
+            # (closing it under one crashes); it closes when the last reference goes.
+            self._container = self._av.open(self.path, metadata_errors="ignore")
+            self._stream = self._pick_stream()
         self._stream.codec_context.flush_buffers()
 
     def _frames(self) -> Iterator:
@@ -440,10 +454,19 @@ class VideoReader:
     ...     clip = video.get_frames([0, 2, 4, 6], size=112)   # uint8 (4, H, W, 3), short side 112
 
     `threads` is the number of decoding threads; 1 suits DataLoader workers, which
-    already decode in parallel.
+    already decode in parallel. `max_pixels` caps the pixels of each returned frame, bounding
+    memory: a larger frame raises `FrameTooLargeError` instead of being allocated; passing a
+    `size` to `get_frames` resizes while decoding, so huge videos stay readable. None: no cap.
     """
 
-    def __init__(self, path: str | os.PathLike, *, backend: str = "pyav", threads: int = 1):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        backend: str = "pyav",
+        threads: int = 1,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
         path = Path(path)
         if backend not in _DECODERS:
             raise ValueError(f"unknown decoder backend {backend!r}; available: {available_decoders()}")
@@ -453,6 +476,7 @@ class VideoReader:
         if path.stat().st_size == 0:
             raise NotAVideoError(path, "the file is empty (0 bytes)")
         self.path = str(path)
+        self.max_pixels = max_pixels
         self._decoder = _DECODERS[backend](self.path, threads)
 
     @property
@@ -510,7 +534,15 @@ class VideoReader:
         sources all come out as 3-channel 8-bit RGB.
         """
         indices = [int(i) for i in indices]
-        frames = self._decoder.get_frames(indices, self.output_size(size))
+        out_size = self.output_size(size)
+        h, w = out_size if out_size is not None else (self.height, self.width)
+        if self.max_pixels is not None and h * w > self.max_pixels:
+            raise FrameTooLargeError(
+                self.path,
+                f"frames of {w}x{h} ({h * w} pixels) exceed max_pixels={self.max_pixels}; pass a size "
+                "to resize while decoding, or raise max_pixels",
+            )
+        frames = self._decoder.get_frames(indices, out_size)
         return torch.from_numpy(frames)
 
     def close(self) -> None:
