@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import csv
 import json
+import functools
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +37,7 @@ import lightning as L
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from vidzoo.data.datasets import ClipSpec, VideoSource, load_source, stratified_split
+from vidzoo.data.datasets import ClipSpec, VideoSource, load_source, stratified_split, validate_sources
 from vidzoo.model_file import save_model
 from vidzoo.models import create_model
 
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+# Per DataLoader worker, a file named by its pid holding the video it is decoding (empty when idle).
+DECODING_DIR = "decoding"
 
 
 class TrainingError(RuntimeError):
@@ -97,6 +101,8 @@ class TrainConfig(BaseModel):
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
     max_bad_fraction: float = Field(0.01, ge=0, le=1)
+    sample_timeout: float = Field(120.0, gt=0, description="seconds one video may take to decode in a DataLoader "
+                                  "worker; a batch may take batch_size times this (needs workers >= 1)")
     history: str | None = Field(None, description="training-history field of the model file name")
     out: str = "runs/exp"
     progress: bool = True
@@ -153,9 +159,43 @@ def _collate_views(batch):
     return views, labels, [item[2] for item in batch]
 
 
-def _worker_init(worker_id: int) -> None:
+class _DecodingRecord(logging.Handler):
+    """In a DataLoader worker: keeps `<run>/decoding/<pid>` holding the video being decoded (from
+    `VideoDataset._load`'s debug records), so a worker that dies or hangs can be named."""
+
+    def __init__(self, path: Path):
+        super().__init__(logging.DEBUG)
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.path.write_text(getattr(record, "video_path", None) or "", encoding="utf-8")
+
+
+def _worker_init(worker_id: int, record_dir: Path | None = None) -> None:
     # Workers decode; more than one BLAS thread each just oversubscribes the cores.
     torch.set_num_threads(1)
+    if record_dir is not None:
+        decoding = logging.getLogger("vidzoo.data.datasets.decoding")
+        decoding.setLevel(logging.DEBUG)
+        decoding.propagate = False  # the records are for the file, not for the console
+        decoding.addHandler(_DecodingRecord(record_dir / str(os.getpid())))
+
+
+def _worker_failure(error: RuntimeError, record_dir: Path, since: float) -> TrainingError | None:
+    """A TrainingError naming the video(s) a dead or stuck DataLoader worker was decoding, if
+    `error` is DataLoader's "worker (pid X) exited unexpectedly / killed by signal / timed out".
+    Records older than `since` (the run's start) belong to earlier runs and are ignored."""
+    message = str(error)
+    if "DataLoader worker" not in message and "DataLoader timed out" not in message:
+        return None
+    # A dead worker is named by pid; a timeout names none, so every busy worker is a suspect.
+    match = re.search(r"pid(?:\(s\))? ([\d, ]+)", message)
+    pids = re.findall(r"\d+", match.group(1)) if match else [p.name for p in record_dir.glob("*")]
+    records = [record_dir / pid for pid in pids]
+    videos = sorted({r.read_text(encoding="utf-8") for r in records if r.is_file() and r.stat().st_mtime >= since})
+    videos = [v for v in videos if v]
+    where = f"while decoding {', '.join(videos)}" if videos else "(not while decoding a video)"
+    return TrainingError(f"{message.splitlines()[0]} {where}; check that file with `vidzoo probe`")
 
 
 # --------------------------------------------------------------------------- module
@@ -381,12 +421,12 @@ class TrainResult(BaseModel):
 def _sources(config: TrainConfig) -> tuple[VideoSource, VideoSource]:
     train_source = load_source(config.data, config.classes)
     if config.val is not None:
-        val_source = load_source(config.val).with_classes(train_source.classes)
-    else:
-        train_source, val_source = stratified_split(train_source, config.val_split or 0.2, seed=config.seed)
-    missing = [c for c, n in train_source.class_counts().items() if n == 0]
-    if missing:
-        raise TrainingError(f"{config.data}: classes with no training videos: {', '.join(missing)}")
+        val_source = load_source(config.val)
+        # Every cross-split problem (unseen classes, empty classes, leaked videos) at once.
+        validate_sources(train_source, val_source)
+        return train_source, val_source.with_classes(train_source.classes)
+    train_source, val_source = stratified_split(train_source, config.val_split or 0.2, seed=config.seed)
+    validate_sources(train_source)
     return train_source, val_source
 
 
@@ -433,16 +473,23 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     train_set = spec.dataset(train_source, train=True, seed=config.seed, bad_video_log=run_dir / "bad_videos.log")
     val_set = spec.dataset(val_source, train=False)
     persistent = config.workers > 0
+    record_dir = run_dir / DECODING_DIR
+    record_dir.mkdir(exist_ok=True)
+    run_started = time.time() - 2  # records older than this are from earlier runs (2 s: coarse file clocks)
+    # A worker decodes a whole batch before handing it over, so the batch gets batch_size
+    # times the per-video timeout; a hang then ends in an error naming the video.
+    worker_init = functools.partial(_worker_init, record_dir=record_dir)
+    timeout = config.sample_timeout * config.batch_size if config.workers > 0 else 0
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, sampler=EpochShuffleSampler(len(train_set), config.seed),
-        num_workers=config.workers, worker_init_fn=_worker_init, persistent_workers=persistent,
+        num_workers=config.workers, worker_init_fn=worker_init, persistent_workers=persistent, timeout=timeout,
         # A last batch of one clip breaks BatchNorm on small inputs (1x1x1 maps); with shuffling
         # every clip is still seen across epochs.
         drop_last=len(train_set) > config.batch_size,
     )
     val_loader = DataLoader(
         val_set, batch_size=max(1, config.batch_size // max(1, config.val_clips)), num_workers=config.workers,
-        worker_init_fn=_worker_init, persistent_workers=persistent, collate_fn=_collate_views,
+        worker_init_fn=worker_init, persistent_workers=persistent, collate_fn=_collate_views, timeout=timeout,
     )
     module = VideoClassificationModule(model, config, steps_per_epoch=len(train_loader))
 
@@ -471,7 +518,13 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
         default_root_dir=run_dir, enable_progress_bar=config.progress, enable_model_summary=False,
         plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0, deterministic=False,
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    except RuntimeError as e:
+        failure = _worker_failure(e, record_dir, since=run_started)
+        if failure is None:
+            raise
+        raise failure from e
 
     # Everything below runs on rank 0 only: the model file and reports.
     best_path = checkpoints.best_model_path or str(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
