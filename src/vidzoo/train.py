@@ -181,14 +181,19 @@ def _worker_init(worker_id: int, record_dir: Path | None = None) -> None:
         decoding.addHandler(_DecodingRecord(record_dir / str(os.getpid())))
 
 
-def _worker_failure(error: RuntimeError, record_dir: Path, since: float) -> TrainingError | None:
+def _worker_failure(error: Exception, record_dir: Path, since: float) -> TrainingError | None:
     """A TrainingError naming the video(s) a dead or stuck DataLoader worker was decoding, if
-    `error` is DataLoader's "worker (pid X) exited unexpectedly / killed by signal / timed out".
+    `error` is DataLoader's "worker (pid X) exited unexpectedly / killed by signal / timed out",
+    or the lost connection a worker leaves when it dies while handing over a batch.
     Records older than `since` (the run's start) belong to earlier runs and are ignored."""
     message = str(error)
-    if "DataLoader worker" not in message and "DataLoader timed out" not in message:
+    lost_connection = isinstance(error, (ConnectionError, EOFError))
+    if lost_connection:
+        message = f"a DataLoader worker died while handing over a batch ({type(error).__name__}: {error})"
+    elif "DataLoader worker" not in message and "DataLoader timed out" not in message:
         return None
-    # A dead worker is named by pid; a timeout names none, so every busy worker is a suspect.
+    # A dead worker is named by pid; a timeout or a lost connection names none, so every
+    # busy worker is a suspect.
     match = re.search(r"pid(?:\(s\))? ([\d, ]+)", message)
     pids = re.findall(r"\d+", match.group(1)) if match else [p.name for p in record_dir.glob("*")]
     records = [record_dir / pid for pid in pids]
@@ -520,7 +525,7 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     )
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
-    except RuntimeError as e:
+    except (RuntimeError, ConnectionError, EOFError) as e:
         failure = _worker_failure(e, record_dir, since=run_started)
         if failure is None:
             raise
