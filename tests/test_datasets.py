@@ -250,3 +250,17 @@ def test_evaluation_never_substitutes(folder_dataset):
     )
     with pytest.raises(VideoDecodeError, match="broken.mp4"):
         dataset[broken_index]
+
+
+def test_too_short_video_error_names_the_file(folder_dataset):
+    # The sampler is a pure function that never sees paths; the dataset adds the file.
+    from vidzoo.data.sampling import ClipTooShortError
+
+    source = from_folder(folder_dataset)
+    dataset = VideoDataset(
+        source, SamplingConfig(kind="dense", clip_len=4000, short_policy="error"),
+        eval_transform(32, resize_short=36), train=False, decode_size=36,
+    )
+    with pytest.raises(ClipTooShortError, match=source.samples[0].path) as info:
+        dataset[0]
+    assert info.value.path == source.samples[0].path and info.value.needed == 4000

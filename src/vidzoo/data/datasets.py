@@ -538,17 +538,23 @@ class VideoDataset(Dataset):
         decoding = log.getChild("decoding")
         decoding.debug("decoding %s", sample.path, extra={"video_path": sample.path})
         try:
-            with VideoReader(sample.path) as video:
-                info = self._info.setdefault(sample.path, video.info)
-                if rng is not None:
-                    indices = self.sampling.train_indices(info.num_frames, info.fps, rng)
-                    frames = video.get_frames(indices.tolist(), size=self.decode_size)
-                    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                    return self.transform(frames, generator)
-                views = self.sampling.eval_indices(info.num_frames, info.fps)  # (num_clips, clip_len)
-                frames = video.get_frames(views.reshape(-1).tolist(), size=self.decode_size)
+            return self._decode(sample, rng)
+        except ClipTooShortError as e:
+            raise ClipTooShortError(e.num_frames, e.needed, path=sample.path) from None
         finally:
             decoding.debug("done with %s", sample.path, extra={"video_path": None})
+
+    def _decode(self, sample: VideoSample, rng: np.random.Generator | None) -> torch.Tensor:
+        """Decode and transform one video: a training clip (rng given) or all evaluation views."""
+        with VideoReader(sample.path) as video:
+            info = self._info.setdefault(sample.path, video.info)
+            if rng is not None:
+                indices = self.sampling.train_indices(info.num_frames, info.fps, rng)
+                frames = video.get_frames(indices.tolist(), size=self.decode_size)
+                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+                return self.transform(frames, generator)
+            views = self.sampling.eval_indices(info.num_frames, info.fps)  # (num_clips, clip_len)
+            frames = video.get_frames(views.reshape(-1).tolist(), size=self.decode_size)
         clips = frames.reshape(views.shape[0], views.shape[1], *frames.shape[1:])
         out = torch.stack([self.transform(clip) for clip in clips])
         # A three-crop transform adds a crop axis per clip: fold it into the view axis.

@@ -41,11 +41,13 @@ _MODES = ("center", "random")
 class ClipTooShortError(ValueError):
     """The video has fewer frames than the clip needs and ``short_policy="error"``."""
 
-    def __init__(self, num_frames: int, needed: int):
+    def __init__(self, num_frames: int, needed: int, path: str | None = None):
         self.num_frames = num_frames
         self.needed = needed
+        self.path = path  # set by datasets, which know the file; the samplers never do
+        where = f"{path}: " if path else ""
         super().__init__(
-            f"video has {num_frames} frames but the clip needs {needed}; "
+            f"{where}video has {num_frames} frames but the clip needs {needed}; "
             "use short_policy='loop' or 'repeat_last' to sample short videos"
         )
 
