@@ -22,3 +22,28 @@ def require_videos() -> Path:
             pytrace=False,
         )
     return VIDEOS
+
+
+# A C3D-BN small enough to train for a few epochs in seconds on a CPU.
+TINY_MODEL = {"width": 0.0625, "num_frames": 8, "img_size": 16, "dropout": 0.0}
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 classes x 3 videos of 8 frames, 32 px: one video per class in each of train/val/test."""
+    from vidzoo.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_dataset(root, videos_per_class=3, frames=8, size=32, fps=8, overwrite=True)
+    return root
+
+
+def tiny_config(dataset: Path, out: Path, **overrides):
+    """A TrainConfig for TINY_MODEL on the `dataset` fixture: 2 epochs, no workers, no progress."""
+    from vidzoo.train import TrainConfig
+
+    values = dict(
+        model="c3d_bn", model_kwargs=dict(TINY_MODEL), data=str(dataset / "train.csv"),
+        val=str(dataset / "val.csv"), workers=0, progress=False, batch_size=4, epochs=2, out=str(out),
+    )
+    return TrainConfig(**{**values, **overrides})

@@ -17,17 +17,16 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+import conftest
 import vidzoo.data.datasets as datasets_module
 import vidzoo.model_file as model_file_module
 import vidzoo.train as train_module
-from vidzoo.data.synthetic import make_synthetic_dataset
 from vidzoo.model_file import save_model
 from vidzoo.models import create_model
 from vidzoo.train import LAST_CHECKPOINT, AtomicCheckpointIO, TrainConfig, TrainingError, train
 
 REPO = Path(__file__).resolve().parents[1]
 VIDZOO = Path(sys.executable).with_name("vidzoo")
-TINY_MODEL = {"width": 0.0625, "num_frames": 8, "img_size": 16, "dropout": 0.0}
 SEED = 7
 TRIALS = 3
 EPOCHS = 8
@@ -35,20 +34,8 @@ EPOCHS = 8
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_dataset(root, videos_per_class=3, frames=8, size=32, fps=8, overwrite=True)
-    return root
-
-
 def tiny_config(dataset: Path, out: Path, **overrides) -> TrainConfig:
-    values = dict(
-        model="c3d_bn", model_kwargs=dict(TINY_MODEL), data=str(dataset / "train.csv"),
-        val=str(dataset / "val.csv"), workers=0, progress=False, batch_size=4, epochs=EPOCHS,
-        lr=1e-3, out=str(out),
-    )
-    return TrainConfig(**{**values, **overrides})
+    return conftest.tiny_config(dataset, out, **{"epochs": EPOCHS, "lr": 1e-3, **overrides})
 
 
 def _final_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -141,7 +128,7 @@ def test_crash_while_saving_checkpoint_keeps_the_previous_one(tmp_path: Path, mo
 
 
 def test_crash_while_saving_model_file_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
-    model = create_model("c3d_bn", num_classes=2, **TINY_MODEL)
+    model = create_model("c3d_bn", num_classes=2, **conftest.TINY_MODEL)
     path = save_model(model, tmp_path / "model.safetensors")
     before = path.read_bytes()
 

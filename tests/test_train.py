@@ -17,9 +17,9 @@ import torch
 import yaml
 from torch import nn
 
+from conftest import TINY_MODEL, tiny_config
 from vidzoo.data import video as video_module
 from vidzoo.data.datasets import load_source
-from vidzoo.data.synthetic import make_synthetic_dataset
 from vidzoo.data.video import VideoDecodeError, VideoReader
 from vidzoo.model_file import load_model, read_model_metadata
 from vidzoo.train import TrainConfig, TrainingError, VideoClassificationModule, read_metrics, train
@@ -29,25 +29,10 @@ VIDEOS = REPO.parent / "shared" / "data" / "videos"
 # 50 frames at 720p; decoding fails from frame 28 on.
 BROKEN = VIDEOS / "decord-testdata/tests/test_data/corrupted.mp4"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TINY_MODEL = {"width": 0.0625, "num_frames": 8, "img_size": 16, "dropout": 0.0}
 # 8 training videos, batch 4: two optimizer steps per epoch.
 STEPS_PER_EPOCH = 2
 
 
-@pytest.fixture(scope="session")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 classes x 3 videos of 8 frames, 32 px: one video per class in each of train/val/test."""
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_dataset(root, videos_per_class=3, frames=8, size=32, fps=8, overwrite=True)
-    return root
-
-
-def tiny_config(dataset: Path, out: Path, **overrides) -> TrainConfig:
-    values = dict(
-        model="c3d_bn", model_kwargs=dict(TINY_MODEL), data=str(dataset / "train.csv"),
-        val=str(dataset / "val.csv"), workers=0, progress=False, batch_size=4, epochs=2, out=str(out),
-    )
-    return TrainConfig(**{**values, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -199,3 +199,12 @@ def check_clip_model_args(in_chans: int, num_frames: int, width: float, dropout:
         raise ValueError(f"width must be > 0 (1.0 is {paper}), got {width!r}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def build_variant(model_cls: type, variant: str, fixed: Mapping[str, Any], hint: str, **kwargs: Any):
+    """`model_cls(**fixed, **kwargs)` for a registered variant whose `fixed` arguments define it;
+    a caller passing one of them gets an error (with `hint`) instead of a silent override."""
+    clash = sorted(set(fixed) & set(kwargs))
+    if clash:
+        raise ValueError(f"{', '.join(clash)} is fixed by variant {variant!r} ({dict(fixed)}); {hint}")
+    return model_cls(**fixed, **kwargs)

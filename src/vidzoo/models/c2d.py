@@ -25,9 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidzoo.models._base import ModelCfg, VideoClassifier, check_num_classes
+from vidzoo.models._base import ModelCfg, VideoClassifier, build_variant, check_num_classes, frame_size
 from vidzoo.models._registry import register_model
-from vidzoo.models._base import frame_size
 
 AVERAGE_MODES = ("logits", "features", "probs")
 
@@ -361,14 +360,7 @@ class C2D(VideoClassifier):
 
 
 def _create_c2d(variant: str, fixed: Mapping[str, Any], **kwargs: Any) -> C2D:
-    """Build ``variant``: its fixed constructor arguments plus the caller's kwargs."""
-    clash = sorted(set(fixed) & set(kwargs))
-    if clash:
-        raise ValueError(
-            f"{', '.join(clash)} is fixed by variant {variant!r} ({dict(fixed)}); "
-            "use c2d_timm to choose the backbone"
-        )
-    return C2D(**fixed, **kwargs)
+    return build_variant(C2D, variant, fixed, "use c2d_timm to choose the backbone", **kwargs)
 
 
 # Pretrained weights by variant, then tag: source, sha256, classes, preprocessing, metrics and

@@ -26,6 +26,7 @@ from torch import nn
 from vidzoo.models._base import (
     ModelCfg,
     VideoClassifier,
+    build_variant,
     check_clip_model_args,
     check_num_classes,
     frame_size,
@@ -192,14 +193,7 @@ class C3D(VideoClassifier):
 
 
 def _create_c3d(variant: str, fixed: Mapping[str, Any], **kwargs: Any) -> C3D:
-    """Build ``variant``: its fixed constructor arguments plus the caller's kwargs."""
-    clash = sorted(set(fixed) & set(kwargs))
-    if clash:
-        raise ValueError(
-            f"{', '.join(clash)} is fixed by variant {variant!r} ({dict(fixed)}); "
-            "pick the variant that has the value you want instead"
-        )
-    return C3D(**fixed, **kwargs)
+    return build_variant(C3D, variant, fixed, "pick the variant that has the value you want instead", **kwargs)
 
 
 # Pretrained weights by variant, then tag: source, sha256, classes, preprocessing, metrics and
