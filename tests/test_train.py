@@ -302,3 +302,13 @@ def test_ddp_run_saves_a_model_file_that_loads(ddp_run):
 def test_ddp_run_reports_once_from_rank_zero(ddp_run):
     _, done = ddp_run
     assert done.stdout.count("model file:") == 1
+
+
+def test_frames_and_size_build_the_model_for_the_clips(dataset, tmp_path):
+    # C3D's fc6 is sized by its input: --frames/--size alone must be enough to train it.
+    config = tiny_config(dataset, tmp_path / "run", model_kwargs={"width": 0.0625, "dropout": 0.0},
+                         frames=8, size=16, epochs=1)
+    result = train(config)
+    model = load_model(result.model_file)
+    assert (model.init_kwargs["num_frames"], model.init_kwargs["img_size"]) == (8, 16)
+    assert model.default_cfg.input_size == (8, 16, 16)

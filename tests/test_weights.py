@@ -7,6 +7,7 @@ Nothing here downloads: VIDZOO_OFFLINE=1 and the caches point into tmp_path."""
 from __future__ import annotations
 
 import hashlib
+import urllib.error
 import json
 import logging
 import re
@@ -120,6 +121,33 @@ def test_offline_missing_file_names_the_exact_path(monkeypatch, offline):
     expected = offline / "checkpoints" / filename
     with pytest.raises(WeightsNotFoundError, match=re.escape(str(expected))):
         create_model("r3d_18", pretrained="kinetics400", **TINY_R3D)
+
+
+def test_online_download_into_a_fresh_cache_and_a_failed_download(monkeypatch, offline, r3d_torchvision_file):
+    """Online, the cache folder is created and the file fetched (here copied by a stand-in for
+    torch's downloader); a download that fails names the URL and the path to put the file at."""
+    source, sha256, _ = r3d_torchvision_file
+    filename = publish(monkeypatch, sha256)
+    monkeypatch.setenv("VIDZOO_OFFLINE", "0")
+    fetched = []
+
+    def download(url, dst, hash_prefix=None):
+        fetched.append((url, hash_prefix))
+        Path(dst).write_bytes(source.read_bytes())  # fails unless the folder exists
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    model = create_model("r3d_18", pretrained="kinetics400", **TINY_R3D)
+    assert fetched == [(f"https://download.pytorch.org/models/{filename}", sha256[:8])]
+    assert model.load_report.file == str(offline / "checkpoints" / filename)
+
+    def no_network(url, dst, hash_prefix=None):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(WeightsNotFoundError, match=r"could not download https://download\.pytorch\.org/models/i3d"):
+        publish_other = get_model_entry("i3d").weights["imagenet"]
+        monkeypatch.setitem(publish_other, "source", "https://download.pytorch.org/models/i3d-test.pth")
+        create_model("i3d", pretrained="imagenet", num_frames=16, img_size=32, width=0.125)
 
 
 def test_the_real_entry_is_looked_for_under_torchvisions_file_name(offline):
@@ -283,3 +311,6 @@ def test_train_from_a_model_file_with_another_class_count(tmp_path):
     moved = (model.state_dict()[first] - start_state[first]).abs().max()
     assert moved < 0.01 < (fresh[first] - start_state[first]).abs().max()
     assert model.state_dict()[classifier_keys(model)[0]].shape[0] == 8
+    # The run reports what it loaded: exactly the old head was skipped.
+    assert "skipped (old head, freshly initialised): fc8.weight, fc8.bias" in result.load_report
+    assert result.trainable_parameters == result.total_parameters

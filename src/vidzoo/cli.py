@@ -268,6 +268,12 @@ def train_command(
     patience: Optional[int] = typer.Option(None, help="Stop after N epochs without a better val accuracy."),
     target_accuracy: Optional[float] = typer.Option(None, help="Stop once val accuracy reaches this (e.g. 0.75)."),
     pretrained: Optional[str] = typer.Option(None, help="Start from weights: a tag (see `vidzoo models --pretrained`) or a file."),
+    freeze: Optional[str] = typer.Option(None, help="none (default), backbone (train only the classifier) or until:LAYER "
+                                         "(that layer and all before it stay fixed; layers as feature_info names them)."),
+    train_last: Optional[int] = typer.Option(None, help="Train only the last N layers and the head."),
+    backbone_lr_mult: Optional[float] = typer.Option(None, help="Everything but the classifier learns at lr times this (default 1)."),
+    unfreeze_at: Optional[int] = typer.Option(None, help="From this epoch (0-based, as in metrics.csv) everything trains."),
+    truncate_after: Optional[str] = typer.Option(None, help="Cut the model after this layer (e.g. Mixed_4f) and put a new head on it."),
     workers: Optional[int] = typer.Option(None, help="DataLoader worker processes (default 2)."),
     sample_timeout: Optional[float] = typer.Option(None, help="Seconds one video may take to decode in a worker (default 120)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
@@ -288,7 +294,8 @@ def train_command(
                    stride=stride, flip=flip, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                    weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
                    label_smoothing=label_smoothing, patience=patience, target_accuracy=target_accuracy,
-                   pretrained=pretrained, workers=workers, sample_timeout=sample_timeout, seed=seed, precision=precision, accelerator=accelerator,
+                   pretrained=pretrained, freeze=freeze, train_last=train_last, backbone_lr_mult=backbone_lr_mult,
+                   unfreeze_at=unfreeze_at, truncate_after=truncate_after, workers=workers, sample_timeout=sample_timeout, seed=seed, precision=precision, accelerator=accelerator,
                    devices=_devices(devices), strategy=strategy, num_nodes=num_nodes, history=history, out=out)
     try:
         if resume is not None:
@@ -307,6 +314,10 @@ def train_command(
         _fail(e)
     if not result.model_file:  # a DDP rank other than 0: rank 0 writes the model and reports
         return
+    if result.load_report:
+        console.print(result.load_report, highlight=False, soft_wrap=True)
+    if result.trainable_parameters != result.total_parameters:
+        console.print(f"trained {result.trainable_parameters:,} of {result.total_parameters:,} parameters")
     console.print(f"model file: [bold]{result.model_file}[/]")
     console.print(f"best val accuracy: {result.best_val_accuracy} (epoch {result.best_epoch}); run dir {result.run_dir}")
 

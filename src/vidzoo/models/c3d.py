@@ -132,6 +132,8 @@ class C3D(VideoClassifier):
                     f"small: nothing is left to pool at {pool}; C3D needs at least 8 frames "
                     "and 16x16 pixels"
                 )
+        # pool5's output is the fc6 input, the classic place to cut C3D (vidzoo.transfer.truncate).
+        self.feature_info.append({"name": "features.pool5", "channels": chans, "reduction": reduction})
         self.features = nn.Sequential(layers)
 
         fc_width = scaled_channels(_FC_WIDTH, width)

