@@ -154,6 +154,23 @@ def test_info_prints_the_model_metadata(model_file):
     assert (meta["arch"], meta["classes"]) == ("c3d_bn", sorted(CLASSES))
 
 
+def test_inspect_json_shows_what_the_decoder_sees(dataset, tmp_path):
+    video = sorted((dataset / "videos").rglob("*.mp4"))[0]  # 8 frames, 32x32, 8 fps
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    result = vidzoo("inspect", video, broken, "--json")
+    assert result.exit_code == 1, result.output  # one of the videos is unreadable
+    good, bad = json.loads(result.stdout)
+    assert (good["num_frames"], good["width"], good["height"], good["fps"]) == (8, 32, 32, 8.0)
+    assert (bad["path"], bad["error"]) == (str(broken), "NotAVideoError") and bad["reason"]
+
+
+def test_probe_given_a_video_points_at_inspect(dataset):
+    video = sorted((dataset / "videos").rglob("*.mp4"))[0]
+    result = vidzoo("probe", video)
+    assert_user_error(result, "is a video", f"vidzoo inspect {video}")
+
+
 def test_models_json_lists_c3d_with_the_paper_parameter_count():
     result = vidzoo("models", "--json")
     assert result.exit_code == 0, result.output

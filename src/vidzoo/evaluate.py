@@ -3,7 +3,7 @@
 ::
 
     VideoSource --with_classes(model.classes)--> eval VideoDataset  (one video's views at a time)
-        --DataLoader(workers)--> _ViewBatcher  (views of consecutive videos packed into batches
+        --DataLoader(workers)--> ViewBatcher  (views of consecutive videos packed into batches
                                                 of `batch_size` views, so memory stays bounded)
         --view logits per video--> _Tally  (clip hits, averaged softmax)  --> EvalReport
 
@@ -153,7 +153,7 @@ def inference_mode(model: nn.Module, device: str | torch.device) -> Iterator[nn.
         model.train(was_training)
 
 
-class _ViewBatcher:
+class ViewBatcher:
     """Runs the model on views in batches of exactly `batch_size` (the last one smaller),
     packing the views of consecutive videos together and splitting a video with more views
     across batches; hands back each video's ``(views, num_classes)`` logits, in order."""
@@ -208,7 +208,7 @@ class _Item(NamedTuple):
     error: str | None  # the VideoDecodeError's reason
 
 
-class _Catching(Dataset):
+class CatchingDataset(Dataset):
     """The eval dataset, with decode failures returned as data instead of raised: an exception
     in a DataLoader worker would end the whole loop, and would reach the main process as a
     RuntimeError that no longer says which exception it was."""
@@ -228,7 +228,7 @@ class _Catching(Dataset):
         return _Item(views, label, video_id, sample.path, None)
 
 
-def _one(batch: list[_Item]) -> _Item:
+def single_video(batch: list[_Item]) -> _Item:
     # batch_size=1 video: keep its views tensor as it is (the batcher packs views itself).
     return batch[0]
 
@@ -275,18 +275,18 @@ def evaluate(
     spec = ClipSpec(**{**base.model_dump(), "num_clips": num_clips, "crops": crops})
     device = torch.device(device)
     loader = DataLoader(
-        _Catching(spec.dataset(source, train=False)),
+        CatchingDataset(spec.dataset(source, train=False)),
         batch_size=1,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_one,
+        collate_fn=single_video,
         pin_memory=device.type == "cuda",
     )
 
     tally = _Tally(len(classes))
     excluded: list[dict[str, str]] = []
     with inference_mode(model, device), _progress(progress, len(source)) as advance:
-        batcher = _ViewBatcher(model, batch_size, device)
+        batcher = ViewBatcher(model, batch_size, device)
         for item in loader:
             if item.views is None:
                 if not skip_bad:

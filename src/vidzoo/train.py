@@ -219,7 +219,7 @@ def _worker_failure(error: Exception, record_dir: Path, since: float) -> Trainin
     videos = sorted({r.read_text(encoding="utf-8") for r in records if r.is_file() and r.stat().st_mtime >= since})
     videos = [v for v in videos if v]
     where = f"while decoding {', '.join(videos)}" if videos else "(not while decoding a video)"
-    return TrainingError(f"{message.splitlines()[0]} {where}; check that file with `vidzoo probe`")
+    return TrainingError(f"{message.splitlines()[0]} {where}; check that file with `vidzoo inspect`")
 
 
 # --------------------------------------------------------------------------- module

@@ -1,0 +1,608 @@
+"""Feature extraction: a model's activations for every video of a dataset, saved for linear probes.
+
+::
+
+    VideoSource --eval VideoDataset (K clips per video, as `vidzoo eval` cuts them)
+        --model up to a layer--> (views, D) per video  --per="video": mean over the K clips
+        --chunks of `chunk_size` videos--> OUT.parts/chunk-*.safetensors  (resumable)
+        --all chunks done--> OUT (.npy + .json sidecar, or .parquet)
+
+The default layer is the model's pre-logits vector (``forward_head(forward_features(x),
+pre_logits=True)``); any `feature_info` layer can be tapped instead, its output averaged over
+time and space to one vector per clip. Labels come from the data source (its class names and
+order), not from the model, so any model — a registered architecture or a model file —
+extracts features for any labeled videos.
+
+An extraction written to a file is cut into chunks of videos, each saved as soon as it is done.
+Run the same extraction again after an interruption and it continues with the first unfinished
+chunk; the chunks are checked against the settings (model weights, layer, clips, clip spec,
+videos) and an extraction with other settings is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from vidzoo import __version__
+from vidzoo.data.datasets import ClipSpec, VideoSource, load_source
+from vidzoo.data.video import VideoDecodeError
+from vidzoo.evaluate import CatchingDataset, single_video, ViewBatcher, inference_mode
+from vidzoo.models import VideoClassifier
+
+__all__ = [
+    "PRE_LOGITS",
+    "FEATURE_SUFFIXES",
+    "Features",
+    "extract_features",
+    "load_features",
+    "save_features",
+    "resolve_model",
+    "layer_names",
+]
+
+PRE_LOGITS = "pre_logits"  # the default layer: what the classifier head reads
+FEATURE_SUFFIXES = (".npy", ".parquet")
+FORMAT = "vidzoo-features"
+FORMAT_VERSION = 1
+_PARQUET_KEY = b"vidzoo"  # Parquet schema metadata entry holding the JSON description
+
+
+@dataclass
+class Features:
+    """One feature vector per row with what it describes.
+
+    Rows are videos (``per="video"``) or clips (``per="clip"``, ``clip_index`` says which of
+    the video's clips, 0-based). `labels` index into `classes`; None for unlabeled features.
+    `excluded` lists the videos that failed to decode and were left out (``skip_bad``).
+    """
+
+    features: np.ndarray  # (rows, dim) float32
+    video_ids: list[str]
+    labels: np.ndarray | None  # (rows,) int64
+    classes: list[str] | None
+    clip_index: np.ndarray | None = None  # (rows,) int64, per-clip rows only
+    per: Literal["clip", "video"] = "video"
+    clips: int = 1
+    layer: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # name, source, kwargs, tensors_sha256
+    clip_spec: dict[str, Any] | None = None
+    source: str | None = None
+    excluded: list[dict[str, str]] = field(default_factory=list)  # {video_id, path, reason}
+
+    def __post_init__(self) -> None:
+        rows = len(self.features)
+        if self.features.ndim != 2:
+            raise ValueError(f"features must be a (rows, dim) array, got shape {self.features.shape}")
+        lengths = {"video_ids": len(self.video_ids)}
+        if self.labels is not None:
+            lengths["labels"] = len(self.labels)
+        if self.clip_index is not None:
+            lengths["clip_index"] = len(self.clip_index)
+        wrong = {name: n for name, n in lengths.items() if n != rows}
+        if wrong:
+            raise ValueError(f"{rows} feature rows but {', '.join(f'{n} {k}' for k, n in wrong.items())}")
+        if self.labels is not None:
+            if self.classes is None:
+                raise ValueError("labels need the class names they index (classes=...)")
+            if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
+                raise ValueError(f"labels must be class indices in 0..{len(self.classes) - 1}")
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[1]
+
+    def description(self) -> dict[str, Any]:
+        """Everything but the arrays, JSON-ready: what the Parquet metadata and sidecar hold."""
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "classes": self.classes, "per": self.per,
+            "clips": self.clips, "layer": self.layer, "model": self.model, "clip_spec": self.clip_spec,
+            "source": self.source, "excluded": self.excluded, "vidzoo_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+# --------------------------------------------------------------------------- models and layers
+
+
+def resolve_model(
+    model: VideoClassifier | str | os.PathLike, pretrained: str | None = None, **kwargs: Any
+) -> VideoClassifier:
+    """`model` itself, the model in a vidzoo model file, or ``create_model(name,
+    pretrained=pretrained, **kwargs)`` for a registered name."""
+    from vidzoo.model_file import load_model
+    from vidzoo.models import create_model
+
+    if isinstance(model, VideoClassifier):
+        if pretrained is not None or kwargs:
+            raise ValueError("pretrained and model kwargs apply to a registered model name, not to a built model")
+        return model
+    path = Path(model)
+    if path.is_file():
+        if pretrained is not None or kwargs:
+            raise ValueError(f"{path} is a model file: it has its weights and arguments, so pretrained/kwargs do not apply")
+        loaded = load_model(path)
+        loaded.source_file = str(path)  # recorded in the features' description
+        return loaded
+    if path.suffix.lower() == ".safetensors" or os.sep in str(model):
+        raise FileNotFoundError(f"model file {path} not found")
+    return create_model(str(model), pretrained=pretrained, **kwargs)
+
+
+def layer_names(model: VideoClassifier) -> list[str]:
+    """The layers `extract_features` can tap: ``"pre_logits"`` and the `feature_info` names."""
+    return [PRE_LOGITS, *(info["name"] for info in model.feature_info)]
+
+
+class _StopForward(Exception):
+    """Raised by the tap's hook once it has the layer output: the rest of the network is not
+    needed, and not running it also keeps later in-place ops from touching the tapped tensor."""
+
+
+def _feature_fn(model: VideoClassifier, layer: str | None) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """Clips ``(B, C, T, H, W)`` to ``(B, D)`` features of `layer` (None: pre-logits), and the
+    layer's full name."""
+    if layer is None or layer == PRE_LOGITS:
+        return (lambda x: model.forward_head(model.forward_features(x), pre_logits=True)), PRE_LOGITS
+    names = layer_names(model)[1:]
+    arch = model.default_cfg.arch
+    if not names:
+        raise ValueError(
+            f"layer {layer!r}: {arch} lists no layers to tap (its feature_info is empty: its layers "
+            f"see single frames, not clips, or output tokens); use the default {PRE_LOGITS!r} features"
+        )
+    # A unique last part is enough, as for freezing and truncation ("conv5b", "Mixed_4f").
+    suffixed = [name for name in names if name.endswith(f".{layer}")]
+    if layer not in names and len(suffixed) == 1:
+        layer = suffixed[0]
+    if layer not in names:
+        close = difflib.get_close_matches(layer, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown layer {layer!r} for {arch}{hint} Layers: {', '.join([PRE_LOGITS, *names])}")
+    module = model.get_submodule(layer)
+
+    def tapped(x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {layer!r} of {arch} returns {type(output).__name__}, not a tensor")
+            captured.append(output)
+            raise _StopForward
+
+        handle = module.register_forward_hook(hook)
+        try:
+            model.forward_features(x)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError(f"layer {layer!r} of {arch} was not run by forward_features")
+        out = captured[0]
+        # Channels first: average everything after them (time, height, width) to one vector.
+        return out.flatten(2).mean(dim=2) if out.ndim > 2 else out
+
+    return tapped, layer
+
+
+def _model_description(model: VideoClassifier) -> dict[str, Any]:
+    from vidzoo.model_file import tensors_sha256
+
+    return {
+        "name": model.default_cfg.arch,
+        "file": getattr(model, "source_file", None),
+        "kwargs": model.init_kwargs,
+        "tensors_sha256": tensors_sha256(model.state_dict()),
+    }
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def extract_features(
+    model: VideoClassifier | str | os.PathLike,
+    source: VideoSource | str | os.PathLike,
+    *,
+    layer: str | None = None,
+    per: Literal["clip", "video"] = "video",
+    clips: int = 1,
+    out: str | os.PathLike | None = None,
+    pretrained: str | None = None,
+    spec: ClipSpec | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+    device: str | torch.device = "cpu",
+    skip_bad: bool = False,
+    chunk_size: int = 256,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> Features:
+    """Features of every video of `source` at `layer`, one row per video or per clip.
+
+    Args:
+        model: a `VideoClassifier`, a vidzoo model file, or a registered name (with `pretrained`,
+            a weights tag or file, see `create_model`).
+        source: a `VideoSource`, or anything `load_source` reads (class folders, a CSV).
+        layer: None or ``"pre_logits"`` for the vector the classifier reads, else a
+            `feature_info` name (`layer_names`), averaged over time, height and width.
+        per: ``"video"``: the mean over the video's `clips` clips; ``"clip"``: a row per clip.
+        clips: clips per video, spread evenly over it as `vidzoo eval` spreads them.
+        out: a ``.npy`` (with a ``.json`` sidecar beside it) or ``.parquet`` file to write, in
+            chunks of `chunk_size` videos kept in ``OUT.parts/`` until all are done, so a second
+            call after an interruption resumes; None keeps everything in memory.
+        spec: how clips are cut (default `ClipSpec.from_model`); `clips` overrides its num_clips.
+        skip_bad: leave out videos that fail to decode and list them in `Features.excluded`;
+            otherwise such a video raises `VideoDecodeError` (finished chunks are kept).
+        overwrite: replace an existing `out`, and discard unfinished chunks of an extraction
+            with other settings instead of refusing.
+        on_chunk: called as ``on_chunk(chunk, num_chunks)`` after each chunk is computed.
+    """
+    if per not in ("clip", "video"):
+        raise ValueError(f"per must be 'clip' or 'video', got {per!r}")
+    for name, value, minimum in (("clips", clips, 1), ("batch_size", batch_size, 1),
+                                 ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    out = Path(out) if out is not None else None
+    if out is not None:
+        _check_suffix(out)
+        if out.suffix.lower() == ".parquet":
+            _pyarrow()  # fail now, not after hours of extraction
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    model = resolve_model(model, pretrained)
+    if not isinstance(source, VideoSource):
+        source = load_source(source)
+    base = spec if spec is not None else ClipSpec.from_model(model)
+    spec = ClipSpec(**{**base.model_dump(), "num_clips": clips, "crops": 1})
+    feature_fn, layer = _feature_fn(model, layer)
+
+    template = Features(
+        np.zeros((0, 0), np.float32), [], None, None, per=per, clips=clips, layer=layer,
+        model=_model_description(model), clip_spec=spec.model_dump(), source=source.origin,
+    )
+    chunks = [range(start, min(start + chunk_size, len(source))) for start in range(0, len(source), chunk_size)]
+    store = _ChunkStore(out, _fingerprint(template, source, chunk_size), overwrite) if out else None
+    dataset = CatchingDataset(spec.dataset(source, train=False))
+    device = torch.device(device)
+    results: list[dict[str, Any]] = []
+    done_videos = sum(len(chunks[i]) for i in range(len(chunks)) if store and store.has(i))
+    with inference_mode(model, device), _progress(progress, len(source), done_videos) as advance:
+        for index, videos in enumerate(chunks):
+            if store is not None and store.has(index):
+                results.append(store.read(index))
+                continue
+            chunk = _extract_chunk(feature_fn, dataset, videos, per, batch_size, workers, device, skip_bad, advance)
+            if store is not None:
+                store.write(index, chunk)
+            results.append(chunk)
+            if on_chunk is not None:
+                on_chunk(index, len(chunks))
+
+    kept = [r for r in results if len(r["video_ids"])]
+    if not kept:
+        first = results[0]["excluded"][0]
+        raise RuntimeError(f"all {len(source)} videos failed to decode, so there are no features; "
+                           f"the first, {first['path']}: {first['reason']}")
+    features = dataclasses.replace(
+        template,
+        features=np.concatenate([r["features"] for r in kept]),
+        video_ids=[v for r in kept for v in r["video_ids"]],
+        labels=np.concatenate([r["labels"] for r in kept]),
+        classes=list(source.classes),
+        clip_index=np.concatenate([r["clip_index"] for r in kept]) if per == "clip" else None,
+        excluded=[e for r in results for e in r["excluded"]],
+    )
+    if out is not None:
+        save_features(features, out, overwrite=overwrite)
+        store.remove()
+    return features
+
+
+def _extract_chunk(
+    feature_fn: Callable[[torch.Tensor], torch.Tensor],
+    dataset: CatchingDataset,
+    videos: range,
+    per: str,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    skip_bad: bool,
+    advance: Callable[[], None],
+) -> dict[str, Any]:
+    """Features, ids, labels and clip indices of the videos `videos` of `dataset`."""
+    loader = DataLoader(Subset(dataset, videos), batch_size=1, shuffle=False, num_workers=workers,
+                        collate_fn=single_video, pin_memory=device.type == "cuda")
+    batcher = ViewBatcher(feature_fn, batch_size, device)
+    rows: list[tuple[str, int, torch.Tensor]] = []
+    excluded: list[dict[str, str]] = []
+
+    def take(done: list[tuple[Any, torch.Tensor]]) -> None:
+        rows.extend((video_id, label, feats) for (video_id, label), feats in done)
+
+    for item in loader:
+        if item.views is None:
+            if not skip_bad:
+                raise VideoDecodeError(item.path, f"{item.error} (skip_bad / --skip-bad leaves such videos out "
+                                                  "and lists them)")
+            excluded.append({"video_id": item.video_id, "path": item.path, "reason": item.error})
+        else:
+            take(batcher.push(item.views, (item.video_id, item.label)))
+        advance()
+    take(batcher.flush())
+
+    if per == "video":
+        feats = [f.mean(dim=0, keepdim=True) for _, _, f in rows]
+    else:
+        feats = [f for _, _, f in rows]
+    counts = [len(f) for f in feats]
+    return {
+        "features": torch.cat(feats).numpy().astype(np.float32) if feats else np.zeros((0, 0), np.float32),
+        "video_ids": [video_id for (video_id, _, _), n in zip(rows, counts) for _ in range(n)],
+        "labels": np.repeat(np.array([label for _, label, _ in rows], dtype=np.int64), counts),
+        "clip_index": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts
+        else np.zeros(0, np.int64),
+        "excluded": excluded,
+    }
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, done: int) -> Iterator[Callable[[], None]]:
+    """A callable that advances a transient rich progress bar by one video (a no-op if off);
+    the bar starts at `done`, the videos of chunks finished by an earlier run."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("extracting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    ) as bar:
+        task = bar.add_task("videos", total=total, completed=done)
+        yield lambda: bar.advance(task)
+
+
+# --------------------------------------------------------------------------- resumable chunks
+
+
+def _fingerprint(template: Features, source: VideoSource, chunk_size: int) -> dict[str, Any]:
+    """What must match for finished chunks to be reused: the same computation on the same videos."""
+    videos = hashlib.sha256()
+    for sample in source.samples:
+        videos.update(f"{sample.video_id}\n{source.classes[sample.label]}\n".encode())
+    return {
+        # The model is its weights and arguments, wherever its file now lies.
+        "format": FORMAT, "format_version": FORMAT_VERSION, "layer": template.layer,
+        "model": {k: v for k, v in template.model.items() if k != "file"},
+        "per": template.per, "clips": template.clips, "clip_spec": template.clip_spec, "chunk_size": chunk_size,
+        "videos": len(source), "videos_sha256": videos.hexdigest(),
+    }
+
+
+class _ChunkStore:
+    """Finished chunks of one extraction in ``OUT.parts/``: ``manifest.json`` (the settings
+    fingerprint) and one ``chunk-NNNNNN.safetensors`` per chunk, each written atomically, so
+    a chunk file that exists is complete."""
+
+    def __init__(self, out: Path, fingerprint: dict[str, Any], overwrite: bool):
+        self.dir = out.with_name(out.name + ".parts")
+        manifest = self.dir / "manifest.json"
+        if manifest.is_file():
+            old = json.loads(manifest.read_text(encoding="utf-8"))
+            differ = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
+            if differ and not overwrite:
+                raise FileExistsError(
+                    f"{self.dir} holds an unfinished extraction with other settings (differs in: "
+                    f"{', '.join(differ)}); rerun it with the same settings to resume, or pass "
+                    "overwrite=True (--overwrite) to discard it"
+                )
+            if differ:
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not manifest.is_file():
+            _write_atomically(manifest, lambda p: p.write_text(json.dumps(fingerprint, indent=2), encoding="utf-8"))
+
+    def _path(self, index: int) -> Path:
+        return self.dir / f"chunk-{index:06d}.safetensors"
+
+    def has(self, index: int) -> bool:
+        return self._path(index).is_file()
+
+    def write(self, index: int, chunk: dict[str, Any]) -> None:
+        from safetensors.numpy import save_file
+
+        arrays = {"features": chunk["features"], "labels": chunk["labels"], "clip_index": chunk["clip_index"]}
+        meta = {"video_ids": json.dumps(chunk["video_ids"]), "excluded": json.dumps(chunk["excluded"])}
+        _write_atomically(self._path(index), lambda p: save_file(arrays, str(p), metadata=meta))
+
+    def read(self, index: int) -> dict[str, Any]:
+        from safetensors import safe_open
+
+        with safe_open(str(self._path(index)), framework="np") as f:
+            chunk = {name: f.get_tensor(name) for name in f.keys()}
+            meta = f.metadata()
+        return {**chunk, "video_ids": json.loads(meta["video_ids"]), "excluded": json.loads(meta["excluded"])}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    # Readers (and a resumed run) see the old file or the complete new one, never half of one.
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(temp)
+        with open(temp, "r+b") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix.lower() not in FEATURE_SUFFIXES:
+        raise ValueError(f"features file {path}: expected a {' or '.join(FEATURE_SUFFIXES)} file, got {path.suffix!r}")
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ImportError(
+            "Parquet features need pyarrow: pip install 'vidzoo[parquet]' (or pyarrow), or write a .npy file"
+        ) from None
+    return pyarrow
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar of a ``.npy`` features file: same name, ``.json`` suffix."""
+    return Path(path).with_suffix(".json")
+
+
+def save_features(features: Features, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write `features` to a ``.npy`` file plus its ``.json`` sidecar (ids, labels, classes,
+    model, layer, clip spec), or to a ``.parquet`` file (columns ``video_id``, ``label`` (the
+    class name), ``clip`` for per-clip rows, ``features``; the description in the schema
+    metadata under ``vidzoo``). Each file is written atomically."""
+    path = Path(path)
+    _check_suffix(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    description = features.description()
+    array = np.ascontiguousarray(features.features, dtype=np.float32)
+    if path.suffix.lower() == ".npy":
+        description.update(
+            shape=list(array.shape), video_ids=features.video_ids,
+            labels=None if features.labels is None else features.labels.tolist(),
+            clip_index=None if features.clip_index is None else features.clip_index.tolist(),
+        )
+        text = json.dumps(description, indent=1) + "\n"
+        # The array goes last: a .npy whose sidecar is missing or stale is never taken as valid.
+        _write_atomically(sidecar_path(path), lambda p: p.write_text(text, encoding="utf-8"))
+        _write_atomically(path, lambda p: _save_npy(p, array))
+        return path
+    pa = _pyarrow()
+    columns = {"video_id": pa.array(features.video_ids, pa.string())}
+    if features.labels is not None:
+        columns["label"] = pa.array([features.classes[i] for i in features.labels], pa.string())
+    if features.clip_index is not None:
+        columns["clip"] = pa.array(features.clip_index, pa.int64())
+    columns["features"] = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), pa.float32()), array.shape[1])
+    table = pa.table(columns).replace_schema_metadata({_PARQUET_KEY: json.dumps(description)})
+    _write_atomically(path, lambda p: pa.parquet.write_table(table, p))
+    return path
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append .npy to a temp name
+        np.save(f, array, allow_pickle=False)
+
+
+def load_features(path: str | os.PathLike) -> Features:
+    """Read features written by `save_features` / `extract_features`. A Parquet file written
+    elsewhere works too when it has a ``features`` column (a list of floats per row) and a
+    ``video_id`` column; its ``label`` column (class names), if any, gives the labels."""
+    path = Path(path)
+    _check_suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"features file {path} not found")
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path)
+    return _load_parquet(path)
+
+
+def _load_npy(path: Path) -> Features:
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise FileNotFoundError(
+            f"{path} has no sidecar {sidecar.name} (video ids, labels, class names); "
+            "features files come as FILE.npy + FILE.json"
+        )
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{sidecar} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or "video_ids" not in meta:
+        raise ValueError(f"{sidecar} is not a vidzoo features sidecar (it needs at least 'video_ids')")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"{path} is not a readable .npy array: {e}") from None
+    if meta.get("shape") is not None and list(array.shape) != meta["shape"]:
+        raise ValueError(f"{path} holds an array of shape {list(array.shape)} but {sidecar.name} "
+                         f"describes {meta['shape']}; the two files do not belong together")
+    labels = meta.get("labels")
+    clip_index = meta.get("clip_index")
+    return _features(path, array, meta["video_ids"],
+                     None if labels is None else np.asarray(labels, dtype=np.int64), meta.get("classes"),
+                     None if clip_index is None else np.asarray(clip_index, dtype=np.int64), meta)
+
+
+def _load_parquet(path: Path) -> Features:
+    pa = _pyarrow()
+    try:
+        table = pa.parquet.read_table(path)
+    except pa.ArrowException as e:
+        raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
+    missing = [c for c in ("video_id", "features") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} (has {', '.join(table.column_names)})")
+    raw = (table.schema.metadata or {}).get(_PARQUET_KEY)
+    meta = json.loads(raw) if raw else {}
+    column = table.column("features").combine_chunks()
+    array = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    if len(table):
+        dims = set(pa.compute.list_value_length(column).to_pylist())
+        if len(dims) != 1:
+            raise ValueError(f"{path}: rows of the features column have different lengths {sorted(dims)}")
+        array = array.reshape(len(table), dims.pop())
+    else:
+        array = array.reshape(0, 0)
+    labels = classes = None
+    if "label" in table.column_names:
+        names = [str(n) for n in table.column("label").to_pylist()]
+        classes = meta.get("classes") or sorted(set(names))
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise ValueError(f"{path}: labels {unknown} are not among its classes {classes}")
+        labels = np.array([index[n] for n in names], dtype=np.int64)
+    clip_index = np.asarray(table.column("clip").to_pylist(), dtype=np.int64) if "clip" in table.column_names else None
+    return _features(path, array, table.column("video_id").to_pylist(), labels, classes, clip_index, meta)
+
+
+def _features(path: Path, array: np.ndarray, video_ids: Sequence[str], labels: np.ndarray | None,
+              classes: Sequence[str] | None, clip_index: np.ndarray | None, meta: dict[str, Any]) -> Features:
+    try:
+        return Features(
+            np.asarray(array, dtype=np.float32), [str(v) for v in video_ids], labels,
+            None if classes is None else list(classes), clip_index,
+            per=meta.get("per", "clip" if clip_index is not None else "video"), clips=meta.get("clips", 1),
+            layer=meta.get("layer"), model=meta.get("model") or {}, clip_spec=meta.get("clip_spec"),
+            source=meta.get("source"), excluded=meta.get("excluded") or [],
+        )
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
