@@ -12,42 +12,90 @@ import vidzoo
 from vidzoo.cli import app
 from vidzoo.model_file import default_model_filename
 from vidzoo.models import create_model, get_model_cfg, list_models
-from vidzoo.models.names import ALIASES, ModelName, model_aliases, parse_model_name, resolve_alias
+from vidzoo.models.names import (
+    ALIASES,
+    CLIP_CODES,
+    ZOO_BACKBONES,
+    ModelName,
+    model_aliases,
+    parse_model_name,
+    resolve_alias,
+)
 
 # --- parse_model_name ----------------------------------------------------------------------------
 
 
+IM = ("ImageNet", "Moments in Time")
+IKM = ("ImageNet", "Kinetics", "Moments in Time")
+
+
+# Every file of the MiT zoo's README table, as listed there (LRCN's "m6h5" is its typo of "m.h5").
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        (
-            "I3DIv1-32x224x224x3-339-ikm",
-            ModelName("i3d", "I3DIv1", 32, 224, 224, 3, 339, "ikm",
-                      ("ImageNet", "Kinetics", "Moments in Time")),
-        ),
-        (
-            "D169-224x224x3-339-im",
-            ModelName("c2d_densenet169", "D169", None, 224, 224, 3, 339, "im",
-                      ("ImageNet", "Moments in Time")),
-        ),
-        (
-            "IRv2avg-299x299x3-339-im",
-            ModelName("c2d_inception_resnet_v2", "IRv2avg", 64, 299, 299, 3, 339, "im",
-                      ("ImageNet", "Moments in Time")),
-        ),
-        (
-            "M-224x224x3-339-m6h5",
-            ModelName("c2d_mobilenet_v1", "M", None, 224, 224, 3, 339, "m6h5",
-                      ("Moments in Time",)),
-        ),
-        (
-            "c3d_bn-8x32x32x3-8-synthetic",
-            ModelName("c3d_bn", None, 8, 32, 32, 3, 8, "synthetic", ()),
-        ),
+        ("C3D-16x224x224x3-339-m.h5",
+         ModelName("c3d", "C3D", 16, 224, 224, 3, 339, "m", ("Moments in Time",), "C3D")),
+        ("D169-224x224x3-339-im.h5",
+         ModelName("c2d_densenet169", "D169", None, 224, 224, 3, 339, "im", IM, "DenseNet169")),
+        ("D201-224x224x3-339-im.h5",
+         ModelName("c2d_densenet201", "D201", None, 224, 224, 3, 339, "im", IM, "DenseNet201")),
+        ("I3DIv1-16x224x224x3-339-ikm.h5",
+         ModelName("i3d", "I3DIv1", 16, 224, 224, 3, 339, "ikm", IKM, "I3D Inception-v1")),
+        ("I3DIv1-32x224x224x3-339-ikm.h5",
+         ModelName("i3d", "I3DIv1", 32, 224, 224, 3, 339, "ikm", IKM, "I3D Inception-v1")),
+        ("IRv2-224x224x3-339-ikm.h5",
+         ModelName("c2d_inception_resnet_v2", "IRv2", None, 224, 224, 3, 339, "ikm", IKM,
+                   "InceptionResNetV2")),
+        ("IRv2avg-64x224x224x3-339-ikm.h5",
+         ModelName("c2d_inception_resnet_v2", "IRv2avg", 64, 224, 224, 3, 339, "ikm", IKM,
+                   "InceptionResNetV2")),
+        ("Iv3-224x224x3-339-im.h5",
+         ModelName("c2d_inception_v3", "Iv3", None, 224, 224, 3, 339, "im", IM, "InceptionV3")),
+        ("LRCN-16x224x224x3-339-m6h5",
+         ModelName("lrcn", "LRCN", 16, 224, 224, 3, 339, "m", ("Moments in Time",), "LRCN")),
+        ("M-224x224x3-339-im.h5",
+         ModelName("c2d_mobilenet_v1", "M", None, 224, 224, 3, 339, "im", IM, "MobileNet")),
+        ("Mv2-224x224x3-339-im.h5",
+         ModelName("c2d_mobilenet_v2", "Mv2", None, 224, 224, 3, 339, "im", IM, "MobileNetV2")),
+        ("R50-224x224x3-339-im.h5",
+         ModelName("c2d_resnet50", "R50", None, 224, 224, 3, 339, "im", IM, "ResNet50")),
+        ("VGG19-224x224x3-339-im.h5",
+         ModelName("c2d_vgg19", "VGG19", None, 224, 224, 3, 339, "im", IM, "VGG19")),
+        ("X-224x224x3-339-im.h5",
+         ModelName("c2d_xception", "X", None, 224, 224, 3, 339, "im", IM, "Xception")),
     ],
 )
-def test_parse_model_name(name: str, expected: ModelName) -> None:
+def test_parse_model_name_reads_every_mit_zoo_file(name: str, expected: ModelName) -> None:
     assert parse_model_name(name) == expected
+
+
+def test_a_2d_form_irv2avg_name_takes_its_64_frames_from_the_code() -> None:
+    assert parse_model_name("IRv2avg-299x299x3-339-im").frames == 64
+
+
+def test_parse_model_name_reads_a_small_test_model_name() -> None:
+    assert parse_model_name("R50-32x32x3-5-im.h5") == ModelName(
+        "c2d_resnet50", "R50", None, 32, 32, 3, 5, "im", IM, "ResNet50"
+    )
+
+
+def test_the_mistyped_h5_history_is_read_only_for_zoo_codes() -> None:
+    # In a vidzoo name "m6h5" is whatever the user called the run, kept as written.
+    parsed = parse_model_name("lrcn-16x112x112x3-8-m6h5")
+    assert (parsed.history, parsed.history_sources, parsed.backbone) == (
+        "m6h5", ("Moments in Time",), None
+    )
+
+
+def test_a_vidzoo_name_parses_without_a_zoo_backbone() -> None:
+    assert parse_model_name("c3d_bn-8x32x32x3-8-synthetic") == ModelName(
+        "c3d_bn", None, 8, 32, 32, 3, 8, "synthetic", ()
+    )
+
+
+def test_every_zoo_code_names_its_backbone() -> None:
+    assert set(ZOO_BACKBONES) == set(ALIASES)
+    assert CLIP_CODES <= set(ALIASES)
 
 
 @pytest.mark.parametrize(
@@ -81,6 +129,10 @@ def test_parse_model_name_reads_a_vidzoo_file_name() -> None:
         ("C3D-16x112-339-im", "shape field '16x112' .* must be TxHxWxC or, for 2D models, HxWxC"),
         ("C3D-16x112x112x3-many-im", "classes field 'many' .* must be a positive integer"),
         ("C3D-0x112x112x3-339-im", "must be positive"),
+        ("C3D-112x112x3-339-m", "'112x112x3' .* has no frame count, but C3D reads clips: .*'16x112x112x3'"),
+        ("LRCN-224x224x3-339-m.h5", "has no frame count, but LRCN reads clips"),
+        ("R50-224x224-339-im.h5", "shape field '224x224'"),
+        ("X-224x224x3-339.h5", "must have four '-'-separated fields"),
     ],
 )
 def test_unparseable_names_are_value_errors(name: str, message: str) -> None:

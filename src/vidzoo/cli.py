@@ -231,14 +231,52 @@ def _pretrained_table(pattern: Optional[str], as_json: bool) -> None:
 
 
 @app.command()
-def info(model_file: Path = typer.Argument(..., help="A vidzoo model file (.safetensors).")) -> None:
-    """Print a model file's metadata: architecture, classes, input, normalisation, history."""
+def info(
+    model_file: Path = typer.Argument(..., help="A vidzoo model file (.safetensors)."),
+    full: bool = typer.Option(False, "--full", help="Show an imported Keras model's whole model_config too."),
+) -> None:
+    """Print a model file's metadata: architecture, classes, input, normalisation, history.
+
+    For a model imported from Keras, extra.keras says where it came from: the source file and its
+    SHA-256, the input scaling and where the class names came from (classes_source)."""
     from vidzoo.model_file import read_model_metadata
 
     try:
-        _print_json(read_model_metadata(model_file))
+        meta = read_model_metadata(model_file)
     except _user_errors() as e:
         _fail(e)
+    config = meta.get("kwargs", {}).get("model_config")
+    if isinstance(config, dict) and not full:  # an imported Keras model's architecture: long
+        layers = config.get("config", {}).get("layers", []) if isinstance(config.get("config"), dict) else []
+        meta["kwargs"]["model_config"] = f"<Keras {config.get('class_name')} with {len(layers)} layers; --full shows it>"
+    _print_json(meta)
+
+
+@app.command(name="import-keras")
+def import_keras(
+    h5_file: Path = typer.Argument(..., help="A Keras .h5 model file (model.save, tf.keras 2.x or Keras 3)."),
+    classes: Optional[str] = typer.Option(
+        None, help="Class names in output order: a text file (one per line), or 'mit-v1' for the Moments in "
+        "Time v1 list. Default: class_000, class_001, ..."),
+    out: Optional[Path] = typer.Option(None, help="Model file to write (default: the .h5 path with .safetensors)."),
+    arch: Optional[str] = typer.Option(None, help="For a weights-only .h5: the vidzoo architecture to map it onto."),
+    frames: Optional[int] = typer.Option(None, help="Default clip length a 2D (per-frame) model averages over (16)."),
+) -> None:
+    """Import a Keras .h5 model (e.g. the Moments in Time zoo) as a vidzoo model file.
+
+    The architecture is rebuilt from the file's model_config and the weights copied with h5py;
+    nothing in the file is executed. The model takes RGB in [0, 1]; its metadata records the
+    source file, its SHA-256, the input scaling and the class-name source."""
+    from vidzoo.keras import import_h5, import_summary
+
+    try:
+        path = import_h5(h5_file, out, classes, arch=arch, num_frames=frames)
+        summary = import_summary(path)
+    except _user_errors() as e:
+        _fail(e)
+    console.print(f"model file: [bold]{path}[/]", highlight=False)
+    for key, value in summary.items():
+        console.print(f"  {key}: {value}", highlight=False)
 
 
 # --------------------------------------------------------------------------- train / eval / predict

@@ -489,6 +489,22 @@ def _history(config: TrainConfig) -> str:
     return cleaned or "custom"
 
 
+def _model_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """`config.model_kwargs`; fine-tuning an imported Keras model (`keras_graph`) from its model
+    file takes the architecture (the Keras model_config) from that file, the given kwargs winning."""
+    from vidzoo.keras.model import ARCH as KERAS_ARCH
+
+    if config.model != KERAS_ARCH or not config.pretrained or not Path(config.pretrained).is_file():
+        return dict(config.model_kwargs)
+    from vidzoo.model_file import read_model_metadata
+
+    meta = read_model_metadata(config.pretrained)
+    if meta["arch"] != KERAS_ARCH:
+        raise ValueError(f"--pretrained {config.pretrained} is a {meta['arch']!r} model file, not {KERAS_ARCH!r}")
+    inherited = {k: v for k, v in meta["kwargs"].items() if k != "num_classes"}
+    return {**inherited, **config.model_kwargs}
+
+
 def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> TrainResult:
     """Train `config.model` on `config.data`; write the run directory; return its summary.
 
@@ -514,7 +530,7 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None) -> Tr
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_source, val_source = _sources(config)
     classes = train_source.classes
-    model_kwargs = dict(config.model_kwargs)
+    model_kwargs = _model_kwargs(config)
     # --frames/--size describe the clips, so a model sized by its input (C3D's fc6) is built for
     # them, and its file records the clip size it was trained on.
     if config.frames is not None:

@@ -42,3 +42,6 @@ __all__ = [
     "register_model",
     "resolve_alias",
 ]
+
+# Last: the imported-Keras architecture (keras_graph) builds on the names above.
+from vidzoo.keras import model as _keras_model  # noqa: E402,F401

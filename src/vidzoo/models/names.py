@@ -39,6 +39,26 @@ ALIASES: Mapping[str, str] = MappingProxyType({
 })
 # Codes whose name implies a clip length that a 2D-form file name does not carry.
 ALIAS_FRAMES: Mapping[str, int] = MappingProxyType({"IRv2avg": 64})
+# MiT zoo code -> the network it was built from: the Keras Applications class for the 2D (C2D)
+# codes, the public Keras model for the others (see the zoo's README).
+ZOO_BACKBONES: Mapping[str, str] = MappingProxyType({
+    "C3D": "C3D",
+    "D169": "DenseNet169",
+    "D201": "DenseNet201",
+    "I3DIv1": "I3D Inception-v1",
+    "IRv2": "InceptionResNetV2",
+    "IRv2avg": "InceptionResNetV2",
+    "Iv3": "InceptionV3",
+    "LRCN": "LRCN",
+    "M": "MobileNet",
+    "Mv2": "MobileNetV2",
+    "R50": "ResNet50",
+    "VGG16": "VGG16",
+    "VGG19": "VGG19",
+    "X": "Xception",
+})
+# Codes whose network reads clips (3D convolutions, a recurrent net): their names need a frame count.
+CLIP_CODES = frozenset({"C3D", "I3DIv1", "LRCN"})
 
 # MiT zoo history letters, in the order the training stages ran.
 HISTORY_SOURCES: Mapping[str, str] = MappingProxyType(
@@ -51,6 +71,8 @@ EXTENSIONS = (".h5", ".hdf5", ".keras", ".safetensors")
 _VIDZOO_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")  # as the registry requires
 _SHAPE_RE = re.compile(r"[0-9]+(?:x[0-9]+){2,3}")
 _HISTORY_CODE_RE = re.compile(r"([ikm]+)(?![A-Za-z])")
+# The zoo's README lists "LRCN-16x224x224x3-339-m6h5": "m.h5" with the dot mistyped as "6".
+_MISTYPED_H5_RE = re.compile(r"([ikm]+)6h5")
 
 
 @dataclass(frozen=True)
@@ -63,9 +85,12 @@ class ModelName:
         frames: clip length, or None for a 2D-form name without one.
         height, width, channels: frame size.
         num_classes: classifier outputs.
-        history: the training-history field as written (e.g. ``"ikm"``, ``"m6h5"``, ``"ucf101"``).
+        history: the training-history field (e.g. ``"ikm"``, ``"ucf101"``); for a MiT zoo code
+            the README's mistyped ``"m6h5"`` (for ``"m.h5"``) reads as ``"m"``.
         history_sources: the datasets its leading MiT letters name, in order (e.g. ImageNet,
             Kinetics, Moments in Time for ``"ikm"``); empty when it does not start with them.
+        backbone: for a MiT zoo code, the network it was built from (``"DenseNet169"`` for
+            ``D169``: the Keras Applications class of a 2D code); None for a vidzoo name.
     """
 
     arch: str
@@ -77,6 +102,7 @@ class ModelName:
     num_classes: int
     history: str
     history_sources: tuple[str, ...]
+    backbone: str | None = None
 
 
 def resolve_alias(name: str) -> str:
@@ -138,8 +164,16 @@ def parse_model_name(name: str | os.PathLike[str]) -> ModelName:
         raise ValueError(f"classes field {classes!r} of {stem!r} must be a positive integer")
     if 0 in sizes or int(classes) == 0:
         raise ValueError(f"sizes and class count in {stem!r} must be positive")
+    if code in CLIP_CODES and len(sizes) == 3:
+        raise ValueError(
+            f"shape field {shape!r} of {stem!r} has no frame count, but {code} reads clips: "
+            f"write it as TxHxWxC, e.g. '16x{shape}'"
+        )
     frames = sizes.pop(0) if len(sizes) == 4 else ALIAS_FRAMES.get(code)
     height, width, channels = sizes
+    mistyped = _MISTYPED_H5_RE.fullmatch(history) if code in ALIASES else None
+    if mistyped:
+        history = mistyped.group(1)
     letters = _HISTORY_CODE_RE.match(history)
     sources = tuple(HISTORY_SOURCES[c] for c in letters.group(1)) if letters else ()
     return ModelName(
@@ -152,4 +186,5 @@ def parse_model_name(name: str | os.PathLike[str]) -> ModelName:
         num_classes=int(classes),
         history=history,
         history_sources=sources,
+        backbone=ZOO_BACKBONES.get(code),
     )
