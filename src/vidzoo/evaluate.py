@@ -332,6 +332,15 @@ def _progress(enabled: bool, total: int) -> Iterator[Any]:
 # --------------------------------------------------------------------------- writing
 
 
+def write_confusion_csv(path: str | os.PathLike, classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> None:
+    """A confusion matrix as CSV: a header row of predicted classes, then one row per true class."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true\\predicted", *classes])
+        for name, row in zip(classes, matrix):
+            writer.writerow([name, *row])
+
+
 def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``report.json``, ``confusion.csv`` (header row: ``true\\predicted`` then the class
     names; one row per true class) and ``confusion.png`` into `out_dir`. Returns the paths by
@@ -342,11 +351,7 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "csv": out / "confusion.csv", "png": out / "confusion.png"}
     paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true\\predicted", *report.classes])
-        for name, row in zip(report.classes, report.confusion_matrix):
-            writer.writerow([name, *row])
+    write_confusion_csv(paths["csv"], report.classes, report.confusion_matrix)
     plot_confusion(
         np.array(report.confusion_matrix),
         report.classes,

@@ -27,7 +27,6 @@ import difflib
 import hashlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from vidzoo import __version__
 from vidzoo.data.datasets import ClipSpec, VideoSource, load_source
 from vidzoo.data.video import VideoDecodeError
+from vidzoo.fileio import write_atomically
 from vidzoo.evaluate import CatchingDataset, single_video, ViewBatcher, inference_mode
 from vidzoo.models import VideoClassifier
 
@@ -417,7 +417,7 @@ class _ChunkStore:
                 shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not manifest.is_file():
-            _write_atomically(manifest, lambda p: p.write_text(json.dumps(fingerprint, indent=2), encoding="utf-8"))
+            write_atomically(manifest, lambda p: p.write_text(json.dumps(fingerprint, indent=2), encoding="utf-8"))
 
     def _path(self, index: int) -> Path:
         return self.dir / f"chunk-{index:06d}.safetensors"
@@ -430,7 +430,7 @@ class _ChunkStore:
 
         arrays = {"features": chunk["features"], "labels": chunk["labels"], "clip_index": chunk["clip_index"]}
         meta = {"video_ids": json.dumps(chunk["video_ids"]), "excluded": json.dumps(chunk["excluded"])}
-        _write_atomically(self._path(index), lambda p: save_file(arrays, str(p), metadata=meta))
+        write_atomically(self._path(index), lambda p: save_file(arrays, str(p), metadata=meta))
 
     def read(self, index: int) -> dict[str, Any]:
         from safetensors import safe_open
@@ -442,19 +442,6 @@ class _ChunkStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
-    # Readers (and a resumed run) see the old file or the complete new one, never half of one.
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(temp)
-        with open(temp, "r+b") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- files
@@ -501,8 +488,8 @@ def save_features(features: Features, path: str | os.PathLike, *, overwrite: boo
         )
         text = json.dumps(description, indent=1) + "\n"
         # The array goes last: a .npy whose sidecar is missing or stale is never taken as valid.
-        _write_atomically(sidecar_path(path), lambda p: p.write_text(text, encoding="utf-8"))
-        _write_atomically(path, lambda p: _save_npy(p, array))
+        write_atomically(sidecar_path(path), lambda p: p.write_text(text, encoding="utf-8"))
+        write_atomically(path, lambda p: _save_npy(p, array))
         return path
     pa = _pyarrow()
     columns = {"video_id": pa.array(features.video_ids, pa.string())}
@@ -512,7 +499,7 @@ def save_features(features: Features, path: str | os.PathLike, *, overwrite: boo
         columns["clip"] = pa.array(features.clip_index, pa.int64())
     columns["features"] = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), pa.float32()), array.shape[1])
     table = pa.table(columns).replace_schema_metadata({_PARQUET_KEY: json.dumps(description)})
-    _write_atomically(path, lambda p: pa.parquet.write_table(table, p))
+    write_atomically(path, lambda p: pa.parquet.write_table(table, p))
     return path
 
 

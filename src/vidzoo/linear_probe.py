@@ -13,7 +13,6 @@ saved as a safetensors file with JSON metadata (never pickle/joblib) and rebuilt
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from vidzoo.data.datasets import VideoSample, VideoSource, stratified_split
-from vidzoo.evaluate import aggregate
+from vidzoo.evaluate import aggregate, write_confusion_csv
 from vidzoo.features import Features, load_features
 
 __all__ = [
@@ -107,7 +106,7 @@ class LinearProbe:
         """Write the probe to a ``.safetensors`` file (arrays + JSON metadata, no pickle)."""
         from safetensors.numpy import save_file
 
-        from vidzoo.features import _write_atomically
+        from vidzoo.fileio import write_atomically
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +114,7 @@ class LinearProbe:
                   for name in ("class_indices", "mean", "scale", "coef", "intercept")}
         meta = {"format_version": _FORMAT_VERSION, "classifier": self.classifier, "classes": self.classes,
                 "info": self.info}
-        _write_atomically(path, lambda p: save_file(arrays, str(p), metadata={_METADATA_KEY: json.dumps(meta)}))
+        write_atomically(path, lambda p: save_file(arrays, str(p), metadata={_METADATA_KEY: json.dumps(meta)}))
         return path
 
 
@@ -341,11 +340,7 @@ def write_probe_report(probe: LinearProbe, report: ProbeReport, out_dir: str | o
     paths = {"json": out / "report.json", "csv": out / "confusion.csv", "png": out / "confusion.png",
              "probe": out / "probe.safetensors"}
     paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true\\predicted", *report.classes])
-        for name, row in zip(report.classes, report.confusion_matrix):
-            writer.writerow([name, *row])
+    write_confusion_csv(paths["csv"], report.classes, report.confusion_matrix)
     plot_confusion(np.array(report.confusion_matrix), report.classes, paths["png"],
                    title=f"{report.classifier} probe: video accuracy {report.video_accuracy:.1%} "
                          f"on {report.num_val_videos} videos")

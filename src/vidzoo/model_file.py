@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vidzoo import __version__
+from vidzoo.fileio import write_atomically
 from vidzoo.models import VideoClassifier, create_model
 
 FORMAT_VERSION = 1
@@ -145,7 +145,7 @@ def save_model(
             ) from None
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(tensors, {METADATA_KEY: json.dumps(meta)}, path)
+    write_atomically(path, lambda temp: save_file(tensors, temp, metadata={METADATA_KEY: json.dumps(meta)}))
     return path
 
 
@@ -225,22 +225,6 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, tor
     if not isinstance(meta["kwargs"], dict):
         raise ModelFileError(f"{path}: kwargs must be a JSON object, got {meta['kwargs']!r}")
     return meta, tensors
-
-
-def _write_atomically(
-    tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path
-) -> None:
-    # Readers see the old file or the complete new one, never a half-written one: write a
-    # sibling temp file (same file system, so os.replace is atomic), flush it to disk, rename.
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        save_file(tensors, temp, metadata=metadata)
-        with open(temp, "r+b") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _check_history_name(name: str) -> None:

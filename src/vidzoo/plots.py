@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from vidzoo.fileio import write_atomically
 
 __all__ = ["plot_confusion", "plot_curves"]
 
@@ -113,13 +114,4 @@ def _finite(value: object) -> bool:
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     # A viewer watching the file sees the old plot or the new one, never half a PNG.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fig.savefig(temp, format="png", dpi=100)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda temp: fig.savefig(temp, format="png", dpi=100), fsync=False)

@@ -38,6 +38,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
 from vidzoo.data.datasets import ClipSpec, VideoSource, load_source, stratified_split, validate_sources
+from vidzoo.fileio import write_atomically
 from vidzoo.model_file import save_model
 from vidzoo.models import create_model
 from vidzoo.transfer import BACKBONE, freeze, param_groups, train_last, unfreeze
@@ -301,17 +302,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     the previous checkpoint intact. Loading is done with `weights_only=True` by `train`."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(path, lambda temp: torch.save(checkpoint, temp))
 
 
 class ThroughputMonitor(Callback):

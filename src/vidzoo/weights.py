@@ -28,7 +28,6 @@ mis-shaped key raises ``WeightsMismatchError`` listing them all.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from urllib.parse import urlparse
 import torch
 
 from vidzoo.models._base import VideoClassifier, describe_keys
+from vidzoo.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def load_pretrained(
             state_dict, covers, report.file = _fetch_timm_backbone(model, offline)
         else:
             path = _fetch_torch_hub(entry["source"], entry.get("sha256_prefix"), offline)
-            report.file, report.sha256 = str(path), _file_sha256(path)
+            report.file, report.sha256 = str(path), file_sha256(path)
             _check_hash(path, report.sha256, entry.get("sha256_prefix"))
             state_dict = _torch_load(path)
             if "convert" in entry:  # weights of another network, e.g. 2D ones inflated to 3D
@@ -194,7 +194,7 @@ def load_pretrained(
         report.classes = list(entry["classes"]) if entry.get("classes") else None
     elif Path(source).is_file():
         path = Path(source)
-        report = LoadReport(source=source, file=str(path), sha256=_file_sha256(path))
+        report = LoadReport(source=source, file=str(path), sha256=file_sha256(path))
         state_dict, report.classes = _read_file(path)
     else:
         raise UnknownWeightsError(_unknown_source_message(arch, source, weights))
@@ -425,14 +425,6 @@ def _hf_offline(offline: bool) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_hash(path: Path, sha256: str, prefix: str | None) -> None:

@@ -13,7 +13,6 @@ joined here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vidzoo.fileio import file_sha256
 
 
 class KerasImportError(ValueError):
@@ -115,15 +116,6 @@ def read_list_attr(group: Any, name: str) -> list[str]:
         items.extend(_text(item) for item in group.attrs[f"{name}{chunk}"])
         chunk += 1
     return items
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _layer_weights(root: Any, layer: str, path: Path) -> list[tuple[str, np.ndarray]]:
