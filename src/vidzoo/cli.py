@@ -259,18 +259,24 @@ def import_keras(
         None, help="Class names in output order: a text file (one per line), or 'mit-v1' for the Moments in "
         "Time v1 list. Default: class_000, class_001, ..."),
     out: Optional[Path] = typer.Option(None, help="Model file to write (default: the .h5 path with .safetensors)."),
-    arch: Optional[str] = typer.Option(None, help="For a weights-only .h5: the vidzoo architecture to map it onto."),
-    frames: Optional[int] = typer.Option(None, help="Default clip length a 2D (per-frame) model averages over (16)."),
+    arch: Optional[str] = typer.Option(
+        None, help="For a weights-only .h5 (save_weights, no architecture): the vidzoo architecture to map it onto. "
+        "Mappable: c3d (the widely used Keras C3D, layers conv1...fc8); the result is a vidzoo c3d taking RGB in [0, 1]."),
+    frames: Optional[int] = typer.Option(
+        None, help="Default clip length a 2D (per-frame) model averages over (16); with --arch, the clip length the "
+        "Keras model was built for (default 16)."),
+    size: Optional[int] = typer.Option(None, help="With --arch: the frame size the Keras model was built for (default 112)."),
 ) -> None:
     """Import a Keras .h5 model (e.g. the Moments in Time zoo) as a vidzoo model file.
 
-    The architecture is rebuilt from the file's model_config and the weights copied with h5py;
-    nothing in the file is executed. The model takes RGB in [0, 1]; its metadata records the
-    source file, its SHA-256, the input scaling and the class-name source."""
+    The architecture is rebuilt from the file's model_config (for a weights-only file: the vidzoo
+    --arch) and the weights copied with h5py; nothing in the file is executed. The model takes RGB
+    in [0, 1]; its metadata records the source file, its SHA-256, the input scaling and the
+    class-name source."""
     from vidzoo.keras import import_h5, import_summary
 
     try:
-        path = import_h5(h5_file, out, classes, arch=arch, num_frames=frames)
+        path = import_h5(h5_file, out, classes, arch=arch, num_frames=frames, img_size=size)
         summary = import_summary(path)
     except _user_errors() as e:
         _fail(e)

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from vidzoo.keras.config import strip_training_config
-from vidzoo.keras.h5file import KerasImportError, read_keras_file
+from vidzoo.keras.h5file import KerasFile, KerasImportError, read_keras_file
 from vidzoo.keras.model import ARCH, KerasModel
+from vidzoo.keras.weights_only import load_weights_only, mappable_archs
+from vidzoo.models._base import VideoClassifier
 
 # The 339 Moments in Time v1 categories in the dataset authors' order, shipped with vidzoo: a public
 # list from metalbubble/moments_models (category_momentsv1.txt at the parent of commit 659099e). The Keras zoo's own order may differ (see `resolve_classes`).
@@ -27,24 +29,34 @@ def load_h5(
     *,
     arch: str | None = None,
     num_frames: int | None = None,
-) -> KerasModel:
-    """A Keras ``.h5`` model file as a vidzoo model (``keras_graph``), in eval mode.
+    img_size: int | Sequence[int] | None = None,
+) -> VideoClassifier:
+    """A Keras ``.h5`` model file as a vidzoo model (``keras_graph``; for a weights-only file, ``arch``), in eval mode.
 
     Args:
         path: a file written by Keras' ``model.save("x.h5")`` (tf.keras 2.x or Keras 3).
         classes: class names in output order: a list, a text file with one name per line,
             ``"mit-v1"`` for the Moments in Time v1 list shipped with vidzoo, or None for
             ``class_000``, ``class_001``, ... (the zoo recorded its order nowhere).
-        arch: for a weights-only file (no ``model_config``), the vidzoo architecture to map the
-            weights onto.
-        num_frames: clip length a frame (2D) model averages over by default (16).
+        arch: for a weights-only file (no ``model_config``, from ``save_weights``), the vidzoo
+            architecture to map the weights onto (``mappable_archs()``: ``c3d``); the result is
+            that vidzoo model (a ``c3d`` taking RGB in [0, 1]), not a ``keras_graph``.
+        num_frames: clip length a frame (2D) model averages over by default (16); with ``arch``,
+            the clip length the Keras model was built for (default: the architecture's, 16).
+        img_size: with ``arch``, the frame size the Keras model was built for (default 112).
 
     The model's ``keras_source`` holds what ``save_h5_as_model_file`` writes to the metadata.
     Nothing in the file is executed; unknown layers and Lambdas are refused with their names.
     """
     keras_file = read_keras_file(path)
     if keras_file.model_config is None:
-        raise _weights_only_error(keras_file.path, arch)
+        if arch is None:
+            raise _weights_only_error(keras_file.path)
+        return _load_weights_only(keras_file, arch, classes, num_frames, img_size)
+    if arch is not None or img_size is not None:
+        given = ", ".join(f"{k}={v!r}" for k, v in (("arch", arch), ("img_size", img_size)) if v is not None)
+        raise KerasImportError(f"{keras_file.path} holds its own architecture (model_config); {given} (--arch/--size) "
+                               "apply only to a weights-only file: leave them out")
     kwargs: dict[str, Any] = {"model_config": strip_training_config(keras_file.model_config),
                               "keras_version": keras_file.keras_version or "2"}
     if num_frames is not None:
@@ -60,13 +72,8 @@ def load_h5(
     names, source = resolve_classes(classes, model.num_classes)
     model.classes = names
     model.keras_source = {
-        "source_file": keras_file.path.name,
-        "source_sha256": keras_file.sha256,
-        "keras_version": keras_file.keras_version,
-        "backend": keras_file.backend,
+        **_source(keras_file, source),
         "keras_model": model.keras_name,
-        "input_scaling": INPUT_SCALING,
-        "classes_source": source,
         "output": ("mean over frames of per-frame softmax; logits = log of it" if model.frame_mode and model.head.softmax
                    else "softmax; logits = the pre-softmax activations" if model.head.softmax else "the Keras output"),
     }
@@ -80,13 +87,14 @@ def import_h5(
     *,
     arch: str | None = None,
     num_frames: int | None = None,
+    img_size: int | Sequence[int] | None = None,
 ) -> Path:
     """``load_h5`` then save as a vidzoo model file: ``out``, or the ``.h5`` path with the
     suffix ``.safetensors``. Returns the path written."""
     from vidzoo.model_file import save_model
 
     path = Path(path)
-    model = load_h5(path, classes, arch=arch, num_frames=num_frames)
+    model = load_h5(path, classes, arch=arch, num_frames=num_frames, img_size=img_size)
     target = Path(out) if out is not None else path.with_suffix(".safetensors")
     return save_model(model, target, classes=model.classes, history=_history(path, model.keras_source),
                       extra={"keras": model.keras_source})
@@ -143,17 +151,32 @@ def _history(path: Path, source: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "imported_from": source["source_file"]}
 
 
-def _weights_only_error(path: Path, arch: str | None) -> KerasImportError:
-    if arch is None:
-        return KerasImportError(
-            f"{path} holds weights only (no model_config attribute: it was written by save_weights), so it does "
-            "not say how to build the network; pass --arch (arch=) to name the vidzoo architecture to map it onto"
-        )
-    from vidzoo.models import get_model_entry
+def _load_weights_only(keras_file: KerasFile, arch: str, classes: str | os.PathLike[str] | Sequence[str] | None,
+                       num_frames: int | None, img_size: int | Sequence[int] | None) -> VideoClassifier:
+    """``load_h5`` of a weights-only file: the vidzoo ``arch`` model, named and described the same way."""
+    model = load_weights_only(keras_file, arch, num_frames=num_frames, img_size=img_size)
+    names, source = resolve_classes(classes, model.num_classes)
+    model.classes = names
+    model.keras_source = {
+        **_source(keras_file, source),
+        "input_scaling": f"{INPUT_SCALING}; assumed: a weights-only file does not record its input",
+        "keras_model": f"weights only (save_weights), mapped onto vidzoo's {arch}",
+        "output": "logits = the pre-softmax activations of the Keras output layer; their softmax is its output",
+    }
+    return model.eval()
 
-    get_model_entry(arch)  # an unknown name raises with a did-you-mean
+
+def _source(keras_file: KerasFile, classes_source: str) -> dict[str, Any]:
+    """The metadata every import records: the source file, its hash, the Keras that wrote it, the input
+    scaling and where the class names came from."""
+    return {"source_file": keras_file.path.name, "source_sha256": keras_file.sha256,
+            "keras_version": keras_file.keras_version, "backend": keras_file.backend,
+            "input_scaling": INPUT_SCALING, "classes_source": classes_source}
+
+
+def _weights_only_error(path: Path) -> KerasImportError:
     return KerasImportError(
-        f"{path} holds weights only; mapping a Keras weights-only file onto the vidzoo architecture {arch!r} is not "
-        "available (vidzoo rebuilds Keras models from their model_config). Save the Keras model with "
-        "model.save('x.h5') to include its architecture"
+        f"{path} holds weights only (no model_config attribute: it was written by save_weights), so it does "
+        "not say how to build the network; pass --arch (arch=) to name the vidzoo architecture to map it onto "
+        f"({', '.join(mappable_archs())})"
     )
