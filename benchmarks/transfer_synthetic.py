@@ -17,7 +17,7 @@ same 50 test videos per target class (4 clips per video); each (K, draw) pair us
 random choice of the K training videos, and the table reports the mean and spread over the draws.
 Results: results/transfer_synthetic.md and .json.
 
-    .venv/bin/python benchmarks/transfer_synthetic.py                    # ~15-25 min on 2 cores
+    .venv/bin/python benchmarks/transfer_synthetic.py                    # ~40 min on 2 cores
     .venv/bin/python benchmarks/transfer_synthetic.py --shots 4 --draws 1 --epochs 10   # smoke run
 """
 
