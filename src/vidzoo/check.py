@@ -29,6 +29,7 @@ import numpy as np
 
 from vidzoo.data.datasets import VIDEO_EXTENSIONS, VideoSource, load_source
 from vidzoo.data.video import NoVideoStreamError, VideoDecodeError, VideoReader
+from vidzoo.progress import progress_bar
 
 __all__ = ["STATUSES", "FLAGS", "VideoCheck", "CheckReport", "check_video", "check_dataset", "find_videos"]
 
@@ -170,7 +171,7 @@ def check_dataset(
     paths = list(data) if isinstance(data, (list, tuple)) else find_videos(data)
     tasks = [(str(p), clip_len, random_frames, seed) for p in paths]
     results: list[VideoCheck] = []
-    with _progress(progress, len(tasks)) as advance:
+    with progress_bar(progress, len(tasks), "checking", stderr=True) as advance:
         if workers == 0:
             for task in tasks:
                 results.append(_check_one(task))
@@ -200,26 +201,3 @@ def _check_in_pool(tasks, workers: int, timeout: float, advance) -> list[VideoCh
     finally:
         pool.terminate()
         pool.join()
-
-
-class _progress:
-    """A rich progress bar on stderr (or nothing); yields a function to call per file."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._bar = Progress("checking", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                             console=Console(stderr=True), transient=True)
-        self._bar.start()
-        task = self._bar.add_task("check", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._bar.stop()

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidzoo.data.datasets import ClipSpec, VideoDataset, VideoSource
 from vidzoo.data.video import VideoDecodeError
 from vidzoo.models import VideoClassifier
+from vidzoo.progress import progress_bar
 
 __all__ = ["EvalReport", "aggregate", "evaluate", "write_report", "inference_mode"]
 
@@ -285,7 +286,7 @@ def evaluate(
 
     tally = _Tally(len(classes))
     excluded: list[dict[str, str]] = []
-    with inference_mode(model, device), _progress(progress, len(source)) as advance:
+    with inference_mode(model, device), progress_bar(progress, len(source), "evaluating") as advance:
         batcher = ViewBatcher(model, batch_size, device)
         for item in loader:
             if item.views is None:
@@ -312,21 +313,6 @@ def evaluate(
         excluded=excluded,
         seconds=time.perf_counter() - started,
     )
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Any]:
-    """A callable that advances a transient rich progress bar by one video (a no-op if off)."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    ) as bar:
-        task = bar.add_task("videos", total=total)
-        yield lambda: bar.advance(task)
 
 
 # --------------------------------------------------------------------------- writing

@@ -21,14 +21,13 @@ videos) and an extraction with other settings is refused rather than mixed in.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +41,8 @@ from vidzoo import __version__
 from vidzoo.data.datasets import ClipSpec, VideoSource, load_source
 from vidzoo.data.video import VideoDecodeError
 from vidzoo.fileio import write_atomically
-from vidzoo.evaluate import CatchingDataset, single_video, ViewBatcher, inference_mode
+from vidzoo.progress import progress_bar
+from vidzoo.evaluate import CatchingDataset, ViewBatcher, inference_mode, single_video
 from vidzoo.models import VideoClassifier
 
 __all__ = [
@@ -284,7 +284,7 @@ def extract_features(
     device = torch.device(device)
     results: list[dict[str, Any]] = []
     done_videos = sum(len(chunks[i]) for i in range(len(chunks)) if store and store.has(i))
-    with inference_mode(model, device), _progress(progress, len(source), done_videos) as advance:
+    with inference_mode(model, device), progress_bar(progress, len(source), "extracting", done_videos) as advance:
         for index, videos in enumerate(chunks):
             if store is not None and store.has(index):
                 results.append(store.read(index))
@@ -361,22 +361,6 @@ def _extract_chunk(
         else np.zeros(0, np.int64),
         "excluded": excluded,
     }
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, done: int) -> Iterator[Callable[[], None]]:
-    """A callable that advances a transient rich progress bar by one video (a no-op if off);
-    the bar starts at `done`, the videos of chunks finished by an earlier run."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("extracting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-    ) as bar:
-        task = bar.add_task("videos", total=total, completed=done)
-        yield lambda: bar.advance(task)
 
 
 # --------------------------------------------------------------------------- resumable chunks
