@@ -35,12 +35,12 @@ from pathlib import Path
 
 import torch
 
-from vidzoo.data.datasets import load_source
+from vidzoo.data.sources import load_source
 from vidzoo.data.synthetic import make_synthetic_dataset
 from vidzoo.evaluate import evaluate
 from vidzoo.features import extract_features
 from vidzoo.linear_probe import linear_probe
-from vidzoo.model_file import load_model
+from vidzoo.models import load_model
 from vidzoo.train import TrainConfig, train
 
 SOURCE_CLASSES = ("move_left", "move_right", "rotate_cw", "rotate_ccw")
@@ -48,8 +48,8 @@ TARGET_CLASSES = ("move_up", "move_down", "grow", "shrink")
 # Per class: 120 train, 30 val, 50 test videos.
 SPLITS = (120, 30, 50)
 MODEL = "c3d_bn"
-MODEL_KWARGS = {"width": 0.25, "num_frames": 8, "img_size": 32, "dropout": 0.0}
-RECIPE = dict(frames=8, stride=2, size=32, flip=False, batch_size=8, schedule="cosine", val_clips=1)
+MODEL_ARGS = {"width": 0.25, "dropout": 0.0}
+RECIPE = dict(frames=8, frame_stride=2, size=32, flip=False, batch_size=8, schedule="cosine", val_clips=1)
 PRETRAIN_LR = 5e-4
 LEARNING_RATES = (5e-4, 5e-3)
 PROBE_C = (0.1, 1.0, 10.0)
@@ -110,14 +110,14 @@ def main() -> None:
 
     def run(name: str, train_csv: Path, val_csv: Path, epochs: int, **overrides) -> dict:
         config = TrainConfig(
-            model=MODEL, model_kwargs=MODEL_KWARGS, data=str(train_csv), val=str(val_csv), epochs=epochs,
+            model=MODEL, model_args=MODEL_ARGS, data=str(train_csv), val=str(val_csv), epochs=epochs,
             workers=args.workers, seed=args.seed, out=str(work / name), progress=False, history="synthetic",
             **RECIPE, **overrides,
         )
         started = time.perf_counter()
         result = train(config)
         seconds = time.perf_counter() - started
-        report = evaluate(load_model(result.model_file), test_source, num_clips=TEST_CLIPS, batch_size=32,
+        report = evaluate(load_model(result.model_file), test_source, clips_per_video=TEST_CLIPS, batch_size=32,
                           workers=args.workers, progress=False)
         return {"test_video_accuracy": report.video_accuracy, "best_val_accuracy": result.best_val_accuracy,
                 "train_seconds": round(seconds, 1)}
@@ -128,7 +128,7 @@ def main() -> None:
     source_val = _write(data / "source_val.csv", _of(val_rows, SOURCE_CLASSES))
     started = time.perf_counter()
     pre = train(TrainConfig(
-        model=MODEL, model_kwargs=MODEL_KWARGS, data=str(source_train), val=str(source_val),
+        model=MODEL, model_args=MODEL_ARGS, data=str(source_train), val=str(source_val),
         epochs=args.pretrain_epochs, workers=args.workers, seed=args.seed, out=str(work / "pretrain"),
         progress=False, history="synthetic4", lr=PRETRAIN_LR, **RECIPE,
     ))
@@ -139,7 +139,7 @@ def main() -> None:
 
     # The linear probe's val and test features depend only on the pretrained model: extract them once.
     val_features, test_features = (
-        extract_features(pretrained_file, load_source(csv_path), per="video", clips=TEST_CLIPS,
+        extract_features(pretrained_file, load_source(csv_path), per="video", clips_per_video=TEST_CLIPS,
                          workers=args.workers, progress=False)
         for csv_path in (target_val, target_test)
     )
@@ -165,7 +165,7 @@ def main() -> None:
                 results.append({"route": label, "shots": shots, "draw": draw, **best, "tried": tried})
             print(f"== {PROBE}, {shots} videos per class, draw {draw}", flush=True)
             started = time.perf_counter()
-            train_features = extract_features(pretrained_file, load_source(few), per="video", clips=TEST_CLIPS,
+            train_features = extract_features(pretrained_file, load_source(few), per="video", clips_per_video=TEST_CLIPS,
                                               workers=args.workers, progress=False)
             tried = []
             for c in PROBE_C:
@@ -180,7 +180,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "model": MODEL, "model_kwargs": MODEL_KWARGS, "recipe": RECIPE, "epochs": args.epochs,
+        "model": MODEL, "model_args": MODEL_ARGS, "recipe": RECIPE, "epochs": args.epochs,
         "pretrain_epochs": args.pretrain_epochs, "pretrain_lr": PRETRAIN_LR,
         "learning_rates": LEARNING_RATES, "probe_c": PROBE_C, "splits_per_class": SPLITS, "source_classes": SOURCE_CLASSES,
         "target_classes": TARGET_CLASSES, "test_clips": TEST_CLIPS, "seed": args.seed, "pretrain": pretrain,

@@ -21,23 +21,22 @@ from pathlib import Path
 
 import torch
 
-from vidzoo.data.datasets import load_source
+from vidzoo.data.sources import load_source
 from vidzoo.data.synthetic import make_synthetic_dataset
 from vidzoo.evaluate import evaluate
-from vidzoo.model_file import load_model
-from vidzoo.models import model_parameter_count
+from vidzoo.models import load_model, model_parameter_count
 from vidzoo.train import TrainConfig, train
 
 # (label, registered model, constructor arguments). Light variants where the default is too big
 # for a CPU run; the label says which.
 MODELS: list[tuple[str, str, dict]] = [
-    ("C2D (ResNet-18, frame averaging)", "c2d_timm", {"backbone": "resnet18", "num_frames": 8, "img_size": 32}),
-    ("C3D-BN (width 0.25)", "c3d_bn", {"width": 0.25, "num_frames": 8, "img_size": 32, "dropout": 0.0}),
-    ("I3D (Inception-v1)", "i3d", {"num_frames": 8, "img_size": 32}),
-    ("LRCN (small conv stack + LSTM 256)", "lrcn", {"num_frames": 8, "img_size": 32}),
+    ("C2D (ResNet-18, frame averaging)", "c2d_timm", {"backbone": "resnet18"}),
+    ("C3D-BN (width 0.25)", "c3d_bn", {"width": 0.25, "dropout": 0.0}),
+    ("I3D (Inception-v1)", "i3d", {}),
+    ("LRCN (small conv stack + LSTM 256)", "lrcn", {}),
     ("R(2+1)D-18", "r2plus1d_18", {}),
 ]
-RECIPE = dict(frames=8, stride=2, size=32, flip=False, batch_size=16, lr=5e-4, schedule="cosine", val_clips=1)
+RECIPE = dict(frames=8, frame_stride=2, size=32, flip=False, batch_size=16, lr=5e-4, schedule="cosine", val_clips=1)
 
 
 def main() -> None:
@@ -59,18 +58,18 @@ def main() -> None:
     for label, name, kwargs in chosen:
         print(f"== {label}: {name} {kwargs}", flush=True)
         config = TrainConfig(
-            model=name, model_kwargs=kwargs, data=str(data / "train.csv"), val=str(data / "val.csv"),
+            model=name, model_args=kwargs, data=str(data / "train.csv"), val=str(data / "val.csv"),
             epochs=args.epochs, workers=args.workers, seed=args.seed, out=str(work / name), progress=False,
             history="synthetic", **RECIPE,
         )
         started = time.perf_counter()
         result = train(config)
         train_seconds = time.perf_counter() - started
-        report = evaluate(load_model(result.model_file), test_source, num_clips=2, batch_size=32,
+        report = evaluate(load_model(result.model_file), test_source, clips_per_video=2, batch_size=32,
                           workers=args.workers, progress=False)
         rows.append({
             "label": label, "model": name, "kwargs": kwargs,
-            "params": model_parameter_count(name, num_classes=8, **kwargs),
+            "params": model_parameter_count(name, num_classes=8, frames=8, size=32, **kwargs),
             "best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
             "test_video_accuracy": report.video_accuracy, "test_clip_accuracy": report.clip_accuracy,
             "train_seconds": round(train_seconds, 1),

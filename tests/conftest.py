@@ -25,7 +25,9 @@ def require_videos() -> Path:
 
 
 # A C3D-BN small enough to train for a few epochs in seconds on a CPU.
-TINY_MODEL = {"width": 0.0625, "num_frames": 8, "img_size": 16, "dropout": 0.0}
+TINY_MODEL = {"width": 0.0625, "frames": 8, "size": 16, "dropout": 0.0}
+# What a TrainConfig takes as model_args: the clip length and size are clip fields.
+TINY_ARGS = {"width": 0.0625, "dropout": 0.0}
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +45,27 @@ def tiny_config(dataset: Path, out: Path, **overrides):
     from vidzoo.train import TrainConfig
 
     values = dict(
-        model="c3d_bn", model_kwargs=dict(TINY_MODEL), data=str(dataset / "train.csv"),
+        model="c3d_bn", model_args=TINY_ARGS, frames=TINY_MODEL["frames"], size=TINY_MODEL["size"],
+        data=str(dataset / "train.csv"),
         val=str(dataset / "val.csv"), workers=0, progress=False, batch_size=4, epochs=2, out=str(out),
     )
     return TrainConfig(**{**values, **overrides})
+
+
+def input_size(cfg) -> tuple[int, int, int]:
+    """(frames, height, width) of a model config's clip."""
+    return (cfg.clip.frames, *cfg.clip.size)
+
+
+def replace_weights(monkeypatch: pytest.MonkeyPatch, model: str, tag: str, **changes):
+    """Point `model`'s registered weights `tag` elsewhere for one test (entries are frozen data):
+    e.g. ``url=`` a file the test put in a cache, with its ``sha256``. Returns the new entry."""
+    import dataclasses
+
+    from vidzoo.models import _registry, get_model_entry
+
+    entry = get_model_entry(model)
+    weights = dataclasses.replace(entry.weights[tag], **changes)
+    monkeypatch.setitem(_registry._MODELS, model,
+                        dataclasses.replace(entry, weights={**entry.weights, tag: weights}))
+    return weights

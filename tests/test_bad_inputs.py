@@ -20,10 +20,10 @@ from typing import Callable
 import av
 import numpy as np
 import pytest
-
 from conftest import require_videos
-from vidzoo.data.datasets import AnnotationError, from_csv
+
 from vidzoo.data.sampling import ClipTooShortError, SamplingConfig
+from vidzoo.data.sources import AnnotationError, from_csv
 from vidzoo.data.video import (
     CorruptVideoError,
     FrameTooLargeError,
@@ -317,7 +317,7 @@ def run_case(case: Case, tmp: Path) -> tuple:
         with VideoReader(path, max_pixels=max_pixels) as video:
             info = video.info
             if kind == "short":
-                sampling = SamplingConfig(clip_len=CLIP, short_policy=arg)
+                sampling = SamplingConfig(frames=CLIP, short_policy=arg)
                 indices = sampling.train_indices(info.num_frames, info.fps, np.random.default_rng(0)).tolist()
             else:
                 indices = range(info.num_frames)

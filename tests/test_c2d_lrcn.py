@@ -8,9 +8,15 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from conftest import input_size
 from torch import nn
 
-from vidzoo.models import create_model, get_model_entry, list_models, model_parameter_count
+from vidzoo.models import (
+    create_model,
+    get_model_entry,
+    list_models,
+    model_parameter_count,
+)
 from vidzoo.models.c2d import BACKBONES, C2D
 from vidzoo.models.lrcn import LRCN
 
@@ -23,13 +29,13 @@ C2D_VARIANTS = [name for name in list_models("c2d_*") if name != "c2d_timm"]
 
 def tiny_c2d(**kwargs: object) -> C2D:
     torch.manual_seed(0)
-    kwargs = {**get_model_entry("c2d_timm").test_kwargs, **kwargs}
+    kwargs = {**get_model_entry("c2d_timm").test_args, **kwargs}
     return create_model("c2d_timm", num_classes=NUM_CLASSES, **kwargs)
 
 
 def tiny_lrcn(**kwargs: object) -> LRCN:
     torch.manual_seed(0)
-    kwargs = {**get_model_entry("lrcn").test_kwargs, **kwargs}
+    kwargs = {**get_model_entry("lrcn").test_args, **kwargs}
     return create_model("lrcn", num_classes=NUM_CLASSES, **kwargs)
 
 
@@ -70,11 +76,11 @@ def test_c2d_averaging_features_equals_averaging_logits() -> None:
     torch.testing.assert_close(by_features(clip()), by_logits(clip()))
 
 
-@pytest.mark.parametrize(("average", "shape"), [("logits", (2, 3, 1024)), ("features", (2, 1024))])
-def test_c2d_features_keep_time_only_when_averaging_later(average: str, shape: tuple) -> None:
+@pytest.mark.parametrize("average", ["logits", "features", "probs"])
+def test_c2d_features_are_per_frame_whatever_the_head_averages(average: str) -> None:
     model = tiny_c2d(average=average)
     feats = model.forward_features(clip(frames=3))
-    assert feats.shape == shape
+    assert feats.shape == (2, 3, model.num_features)
     assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
 
 
@@ -86,9 +92,9 @@ def test_c2d_clip_of_identical_frames_gives_the_single_frame_output(average: str
     torch.testing.assert_close(model(frame.expand(-1, -1, 4, -1, -1)), model(frame))
 
 
-def test_c2d_forward_head_rejects_features_of_the_other_mode() -> None:
+def test_c2d_forward_head_rejects_pooled_features() -> None:
     model = tiny_c2d()
-    with pytest.raises(ValueError, match=r"average='logits' takes features \(B, T, F\)"):
+    with pytest.raises(ValueError, match=r"takes per-frame features \(B, T, F\), got shape \(2, 1024\)"):
         model.forward_head(torch.zeros(2, model.num_features))
 
 
@@ -159,8 +165,8 @@ def test_c2d_defaults_follow_the_backbone(variant: str, num_features: int, frame
     with torch.device("meta"):
         model = create_model(variant)
     assert model.num_features == num_features
-    assert model.default_cfg.input_size == (16, frame_size, frame_size)
-    assert model.default_cfg.sampling == "segment"
+    assert input_size(model.default_cfg) == (16, frame_size, frame_size)
+    assert model.default_cfg.clip.sampling == "segment"
     assert model.num_classes == 339
 
 
@@ -168,17 +174,17 @@ def test_c2d_timm_takes_any_timm_model() -> None:
     with torch.device("meta"):
         model = create_model("c2d_timm", backbone="efficientnet_b0", num_classes=NUM_CLASSES)
     assert model.num_features == 1280
-    assert model.default_cfg.norm == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    assert model.default_cfg.input_size == (16, 224, 224)
+    assert model.default_cfg.clip.norm == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert input_size(model.default_cfg) == (16, 224, 224)
 
 
 def test_c2d_timm_builds_fixed_size_backbones_for_img_size() -> None:
-    model = create_model("c2d_timm", backbone="test_vit", num_frames=2, img_size=32)
+    model = create_model("c2d_timm", backbone="test_vit", frames=2, size=32)
     assert model(clip(frames=2, size=32)).shape == (2, 339)
 
 
 def test_c2d_timm_needs_a_backbone() -> None:
-    with pytest.raises(ValueError, match="c2d_timm needs backbone="):
+    with pytest.raises(ValueError, match="c2d_timm needs backbone .*--model-arg backbone="):
         create_model("c2d_timm")
 
 
@@ -188,7 +194,7 @@ def test_c2d_unknown_backbone_suggests_close_names() -> None:
 
 
 def test_c2d_variant_refuses_another_backbone() -> None:
-    with pytest.raises(ValueError, match="backbone is fixed by variant 'c2d_vgg16'"):
+    with pytest.raises(ValueError, match="backbone='vgg19' is fixed by the variant 'c2d_vgg16'"):
         create_model("c2d_vgg16", backbone="vgg19")
 
 
@@ -196,8 +202,8 @@ def test_c2d_variant_refuses_another_backbone() -> None:
     ("kwargs", "message"),
     [
         ({"average": "max"}, "average must be one of"),
-        ({"img_size": 64}, "img_size 64x64 is too small for backbone 'inception_v3'.* 75x75"),
-        ({"drop_rate": 1.0}, r"drop_rate must be in \[0, 1\)"),
+        ({"size": 64}, "size 64x64 is too small for backbone 'inception_v3'.* 75x75"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
     ],
 )
 def test_c2d_rejects_bad_arguments(kwargs: dict, message: str) -> None:
@@ -218,7 +224,7 @@ def test_c2d_rejects_frames_smaller_than_the_backbone_accepts() -> None:
 def test_lrcn_default_is_the_small_cnn_with_256_lstm_units() -> None:
     with torch.device("meta"):
         model = create_model("lrcn")
-    assert model.default_cfg.input_size == (16, 112, 112)
+    assert input_size(model.default_cfg) == (16, 112, 112)
     assert (model.lstm.input_size, model.lstm.hidden_size) == (128, 256)
     convs = 3 * 16 * 9 + 16 * 32 * 9 + 32 * 64 * 9 + 64 * 128 * 9
     batch_norms = 2 * (16 + 32 + 64 + 128)
@@ -261,7 +267,7 @@ def test_lrcn_last_readout_ends_each_direction() -> None:
 def test_lrcn_takes_a_timm_backbone() -> None:
     model = tiny_lrcn(backbone=TINY_BACKBONE)
     assert model.lstm.input_size == 1024
-    assert model.default_cfg.norm["mean"] == [0.485, 0.456, 0.406]
+    assert model.default_cfg.clip.norm["mean"] == [0.485, 0.456, 0.406]
     assert model(clip(frames=4)).shape == (2, NUM_CLASSES)
 
 
@@ -276,7 +282,7 @@ def test_lrcn_forget_gate_bias_starts_at_one() -> None:
     ("kwargs", "message"),
     [
         ({"readout": "max"}, "readout must be one of"),
-        ({"img_size": 8}, "img_size 8x8 is too small for backbone 'small'.* 16x16"),
+        ({"size": 8}, "size 8x8 is too small for backbone 'small'.* 16x16"),
         ({"pretrained_backbone": True}, "the small CNN has no pretrained weights"),
         ({"hidden_size": 0}, "hidden_size and num_layers must be >= 1"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),

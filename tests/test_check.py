@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import _rotated, write_audio, write_video
 from typer.testing import CliRunner
 
-from test_bad_inputs import _rotated, write_audio, write_video
 from vidzoo.check import CheckReport, check_dataset
 from vidzoo.cli import app
-from vidzoo.data.datasets import AnnotationError, from_csv, from_folder, validate_sources
+from vidzoo.data.sources import AnnotationError, from_csv, from_folder, validate_sources
 
 
 @pytest.fixture(scope="module")

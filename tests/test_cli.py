@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 import pytest
 import typer.main
-import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -22,7 +21,7 @@ from vidzoo.data.synthetic import CLASSES
 from vidzoo.model_file import read_model_metadata
 
 runner = CliRunner()
-TINY_MODEL = {"width": 0.0625, "num_frames": 8, "img_size": 16, "dropout": 0.0}
+TINY_MODEL = {"width": 0.0625, "frames": 8, "size": 16, "dropout": 0.0}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 C3D_PARAMS = 79_991_015  # the paper's C3D with Sports-1M's 487 classes
 
@@ -85,10 +84,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model_file(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli")
-    # num_frames/img_size have no flags: a config file gives the tiny model, flags the rest.
-    config = out / "tiny.yaml"
-    config.write_text(yaml.safe_dump({"model": "c3d_bn", "model_kwargs": TINY_MODEL, "data": "unused"}))
-    result = vidzoo("train", "--config", config, "--data", dataset / "train.csv", "--val", dataset / "val.csv",
+    # Model arguments and the clip from flags alone: the options are generated from TrainConfig.
+    result = vidzoo("train", "--model", "c3d_bn", "--model-arg", "width=0.0625", "--model-arg", "dropout=0",
+                    "--frames", 8, "--size", 16, "--data", dataset / "train.csv", "--val", dataset / "val.csv",
                     "--epochs", 1, "--batch-size", 4, "--workers", 0, "--out", out / "run")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "run" / "summary.json").read_text())
@@ -106,7 +104,7 @@ def test_make_dataset_synthetic_writes_the_dataset(dataset):
 
 
 def test_eval_json_reports_every_metric(model_file, dataset):
-    result = vidzoo("eval", model_file, dataset / "test.csv", "--clips", 2, "--workers", 0, "--json")
+    result = vidzoo("eval", model_file, dataset / "test.csv", "--clips-per-video", 2, "--workers", 0, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     for key in ("clip_accuracy", "video_accuracy", "top5_accuracy", "mean_class_accuracy"):
@@ -118,7 +116,7 @@ def test_eval_json_reports_every_metric(model_file, dataset):
 
 
 def test_eval_out_writes_confusion_png(model_file, dataset, tmp_path):
-    result = vidzoo("eval", model_file, dataset / "test.csv", "--clips", 1, "--workers", 0, "--out", tmp_path / "e")
+    result = vidzoo("eval", model_file, dataset / "test.csv", "--clips-per-video", 1, "--workers", 0, "--out", tmp_path / "e")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "e" / "confusion.png").read_bytes()[:8] == PNG_SIGNATURE
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_videos
 
-from vidzoo.data.datasets import (
+from vidzoo.data.clip import ClipSpec
+from vidzoo.data.dataset import VideoDataset
+from vidzoo.data.sources import (
     AnnotationError,
-    VideoDataset,
     from_csv,
     from_folder,
     from_hmdb51,
@@ -19,9 +21,6 @@ from vidzoo.data.datasets import (
     read_class_list,
     stratified_split,
 )
-from conftest import require_videos
-from vidzoo.data.sampling import SamplingConfig
-from vidzoo.data.transforms import eval_transform, train_transform
 from vidzoo.data.video import VideoDecodeError
 
 VIDEOS = require_videos()
@@ -188,11 +187,13 @@ def test_stratified_split_is_reproducible_and_keeps_every_class(folder_dataset):
     assert {source.classes[s.label] for s in held.samples} == {"jump", "run"}  # walk has one video
 
 
+def _spec(**changes) -> ClipSpec:
+    """Clips of 32-pixel crops from frames decoded at short side 36."""
+    return ClipSpec(size=32, resize_short=36, **changes)
+
+
 def _train_dataset(source, **kwargs):
-    return VideoDataset(
-        source, SamplingConfig(kind="dense", clip_len=4, stride=2), train_transform(32, resize_short=36),
-        train=True, decode_size=36, **kwargs,
-    )
+    return VideoDataset.from_spec(source, _spec(frames=4, frame_stride=2), train=True, **kwargs)
 
 
 def test_train_item_shape_and_determinism(folder_dataset):
@@ -215,9 +216,8 @@ def test_train_determinism_does_not_depend_on_workers(folder_dataset):
 
 def test_eval_item_stacks_all_views(folder_dataset):
     source = from_folder(folder_dataset)
-    sampling = SamplingConfig(kind="dense", clip_len=4, num_clips=3)
-    single = VideoDataset(source, sampling, eval_transform(32, resize_short=36), train=False, decode_size=36)
-    three = VideoDataset(source, sampling, eval_transform(32, resize_short=36, crops=3), train=False, decode_size=36)
+    single = VideoDataset.from_spec(source, _spec(frames=4, clips_per_video=3), train=False)
+    three = VideoDataset.from_spec(source, _spec(frames=4, clips_per_video=3, crops=3), train=False)
     assert single[0][0].shape == (3, 3, 4, 32, 32)
     assert three[0][0].shape == (9, 3, 4, 32, 32)
     assert torch.equal(single[1][0], single[1][0])
@@ -229,10 +229,7 @@ def test_training_skips_broken_video_and_counts_it(folder_dataset, tmp_path):
     source = from_folder(folder_dataset)
     broken_index = next(i for i, s in enumerate(source.samples) if s.video_id == "run/broken.mp4")
     log_file = tmp_path / "bad.tsv"
-    dataset = VideoDataset(
-        source, SamplingConfig(kind="segment", clip_len=8), train_transform(32, resize_short=36),
-        train=True, decode_size=36, bad_video_log=log_file,
-    )
+    dataset = VideoDataset.from_spec(source, _spec(sampling="segment", frames=8), train=True, bad_video_log=log_file)
     clip, label, video_id = dataset[broken_index]
     assert video_id != "run/broken.mp4" and clip.shape == (3, 8, 32, 32)
     bad = dataset.bad_videos
@@ -244,10 +241,7 @@ def test_evaluation_never_substitutes(folder_dataset):
     _link(BROKEN, folder_dataset / "run" / "broken.mp4")
     source = from_folder(folder_dataset)
     broken_index = next(i for i, s in enumerate(source.samples) if s.video_id == "run/broken.mp4")
-    dataset = VideoDataset(
-        source, SamplingConfig(kind="segment", clip_len=8), eval_transform(32, resize_short=36),
-        train=False, decode_size=36,
-    )
+    dataset = VideoDataset.from_spec(source, _spec(sampling="segment", frames=8), train=False)
     with pytest.raises(VideoDecodeError, match="broken.mp4"):
         dataset[broken_index]
 
@@ -257,10 +251,7 @@ def test_too_short_video_error_names_the_file(folder_dataset):
     from vidzoo.data.sampling import ClipTooShortError
 
     source = from_folder(folder_dataset)
-    dataset = VideoDataset(
-        source, SamplingConfig(kind="dense", clip_len=4000, short_policy="error"),
-        eval_transform(32, resize_short=36), train=False, decode_size=36,
-    )
+    dataset = VideoDataset.from_spec(source, _spec(frames=4000, short_policy="error"), train=False)
     with pytest.raises(ClipTooShortError, match=source.samples[0].path) as info:
         dataset[0]
     assert info.value.path == source.samples[0].path and info.value.needed == 4000

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from vidzoo.data.datasets import AnnotationError, ClipSpec, from_folder
+from vidzoo.data.clip import ClipSpec
+from vidzoo.data.sources import AnnotationError, from_folder
 from vidzoo.data.video import VideoDecodeError
 from vidzoo.evaluate import EvalReport, aggregate, evaluate, write_report
 from vidzoo.models import create_model
@@ -50,13 +51,16 @@ def data_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    model = create_model("c3d_bn", num_classes=3, num_frames=8, img_size=16, width=0.0625)
+    model = create_model("c3d_bn", num_classes=3, frames=8, size=16, width=0.0625)
     model.classes = MODEL_CLASSES
     return model
 
 
 class ConstantModel(nn.Module):
-    """Always predicts `favourite`, and records how many views each forward pass got."""
+    """Always predicts `favourite`, and records how many views each forward pass got. Its clips
+    are SPEC's, as a model's clip description says."""
+
+    clip_spec = SPEC
 
     def __init__(self, classes: list[str], favourite: str):
         super().__init__()
@@ -71,7 +75,7 @@ class ConstantModel(nn.Module):
 
 
 def _report_from(metrics: dict) -> EvalReport:
-    return EvalReport(**metrics, num_clips_per_video=1, crops=1, excluded=[], seconds=0.0)
+    return EvalReport(**metrics, clips_per_video=1, crops=1, excluded=[], seconds=0.0)
 
 
 # --------------------------------------------------------------------------- metric arithmetic
@@ -123,24 +127,24 @@ def test_aggregate_rejects_logits_of_the_wrong_width():
 @pytest.mark.parametrize("batch_size, expected_batches", [(2, [2] * 6), (5, [5, 5, 2])])
 def test_evaluate_packs_views_into_batches_of_batch_size(data_root, batch_size, expected_batches):
     model = ConstantModel(MODEL_CLASSES, "run")
-    evaluate(model, from_folder(data_root), spec=SPEC, num_clips=3, batch_size=batch_size, progress=False)
+    evaluate(model, from_folder(data_root), clips_per_video=3, batch_size=batch_size, progress=False)
     assert model.batch_sizes == expected_batches  # 4 videos x 3 views, split across videos
 
 
 def test_evaluate_matches_labels_to_model_outputs_by_class_name(data_root):
-    report = evaluate(ConstantModel(MODEL_CLASSES, "run"), from_folder(data_root), spec=SPEC, num_clips=2)
+    report = evaluate(ConstantModel(MODEL_CLASSES, "run"), from_folder(data_root), clips_per_video=2)
     assert report.classes == MODEL_CLASSES
     assert report.video_accuracy == 0.5 and report.clip_accuracy == 0.5
     assert report.confusion_matrix == [[0, 0, 0], [0, 2, 0], [0, 2, 0]]
     assert report.per_class["walk"] == {"accuracy": None, "videos": 0}
-    assert (report.num_videos, report.num_clips_per_video, report.crops) == (4, 2, 1)
+    assert (report.num_videos, report.clips_per_video, report.crops) == (4, 2, 1)
 
 
 def test_evaluate_gives_the_same_report_whatever_the_batch_size(data_root, tiny_model):
     source = from_folder(data_root)
     # 4 videos x 3 crops: batches of 5 split videos, batches of 64 hold them all.
     reports = [
-        evaluate(tiny_model, source, num_clips=1, crops=3, batch_size=b, progress=False).to_dict()
+        evaluate(tiny_model, source, clips_per_video=1, crops=3, batch_size=b, progress=False).to_dict()
         for b in (5, 64)
     ]
     for report in reports:
@@ -151,10 +155,10 @@ def test_evaluate_gives_the_same_report_whatever_the_batch_size(data_root, tiny_
 
 def test_evaluate_report_to_dict_is_json_with_the_documented_keys(data_root):
     model = ConstantModel(MODEL_CLASSES, "run")
-    report = evaluate(model, from_folder(data_root), spec=SPEC, num_clips=1, progress=False)
+    report = evaluate(model, from_folder(data_root), clips_per_video=1, progress=False)
     assert set(json.loads(json.dumps(report.to_dict()))) == {
         "clip_accuracy", "video_accuracy", "top5_accuracy", "top_k", "mean_class_accuracy", "per_class",
-        "confusion_matrix", "classes", "num_videos", "num_clips_per_video", "crops", "excluded", "seconds",
+        "confusion_matrix", "classes", "num_videos", "clips_per_video", "crops", "excluded", "seconds",
     }
 
 
@@ -180,7 +184,7 @@ def test_evaluate_raises_on_an_undecodable_video_naming_it(data_root, workers):
     _link(BROKEN, data_root / "jump" / "broken.mp4")
     model = ConstantModel(MODEL_CLASSES, "run")
     with pytest.raises(VideoDecodeError, match="broken.mp4"):
-        evaluate(model, from_folder(data_root), spec=SPEC, num_clips=2, workers=workers, progress=False)
+        evaluate(model, from_folder(data_root), clips_per_video=2, workers=workers, progress=False)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -188,7 +192,7 @@ def test_evaluate_skip_bad_reports_the_excluded_video(data_root, workers):
     _link(BROKEN, data_root / "jump" / "broken.mp4")
     model = ConstantModel(MODEL_CLASSES, "run")
     report = evaluate(
-        model, from_folder(data_root), spec=SPEC, num_clips=2, workers=workers, skip_bad=True, progress=False
+        model, from_folder(data_root), clips_per_video=2, workers=workers, skip_bad=True, progress=False
     )
     assert report.num_videos == 4
     assert len(report.excluded) == 1
@@ -200,7 +204,7 @@ def test_evaluate_skip_bad_reports_the_excluded_video(data_root, workers):
 
 def test_evaluate_restores_training_mode(data_root):
     model = ConstantModel(MODEL_CLASSES, "run").train()
-    evaluate(model, from_folder(data_root), spec=SPEC, num_clips=1, progress=True)
+    evaluate(model, from_folder(data_root), clips_per_video=1, progress=True)
     assert model.training
 
 

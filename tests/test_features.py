@@ -11,11 +11,19 @@ import pytest
 import torch
 from conftest import TINY_MODEL
 
-from vidzoo.data.datasets import ClipSpec, load_source
+from vidzoo.data.dataset import VideoDataset
+from vidzoo.data.sources import load_source
 from vidzoo.data.video import VideoDecodeError
-from vidzoo.features import Features, extract_features, layer_names, load_features, resolve_model, save_features
-from vidzoo.model_file import save_model
-from vidzoo.models import UnknownModelError, create_model, get_model_entry
+from vidzoo.features import (
+    Features,
+    extract_features,
+    layer_names,
+    load_features,
+    resolve_model,
+    save_features,
+)
+from vidzoo.models import UnknownModelError, create_model, get_model_entry, save_model
+from vidzoo.transfer import layer_names as transfer_layer_names
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +44,8 @@ def long_videos(tmp_path_factory) -> Path:
 
 def views(model, source, index: int, clips: int = 1) -> torch.Tensor:
     """The clips of one video, cut independently of vidzoo.features (as `vidzoo eval` cuts them)."""
-    spec = ClipSpec.from_model(model, num_clips=clips)
-    return spec.dataset(source, train=False)[index][0]
+    spec = model.clip_spec.replace(clips_per_video=clips)
+    return VideoDataset.from_spec(source, spec, train=False)[index][0]
 
 
 def test_rows_are_aligned_with_the_source(model, dataset):
@@ -61,8 +69,8 @@ def test_default_layer_is_the_pre_logits_vector(model, dataset):
 
 
 def test_per_video_is_the_mean_of_the_per_clip_rows(model, long_videos):
-    per_clip = extract_features(model, long_videos, per="clip", clips=3, progress=False)
-    per_video = extract_features(model, long_videos, per="video", clips=3, progress=False)
+    per_clip = extract_features(model, long_videos, per="clip", clips_per_video=3, progress=False)
+    per_video = extract_features(model, long_videos, per="video", clips_per_video=3, progress=False)
     n = len(per_video.video_ids)
     assert per_clip.features.shape == (3 * n, model.num_features)
     assert per_clip.clip_index.tolist() == [0, 1, 2] * n
@@ -85,24 +93,40 @@ def test_a_tapped_layer_is_its_module_output_pooled(model, dataset, layer):
     finally:
         handle.remove()
     expected = torch.cat([out.mean(dim=(2, 3, 4)) for out in outputs])
-    channels = next(info["channels"] for info in model.feature_info if info["name"] == layer)
+    channels = next(info.channels for info in model.feature_info if info.module == layer)
     assert features.features.shape == (len(source), channels)
     assert features.layer == layer
     np.testing.assert_allclose(features.features, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_layer_lists_the_layers_with_a_did_you_mean(model, dataset):
-    with pytest.raises(ValueError, match="unknown layer 'features.conv3'.*did you mean 'features.conv3b'") as info:
+    with pytest.raises(ValueError, match="unknown layer 'features.conv3'.*Did you mean 'features.conv3b'") as info:
         extract_features(model, dataset / "test.csv", layer="features.conv3", progress=False)
     for name in layer_names(model):
         assert name in str(info.value)
 
 
-def test_a_model_without_feature_info_says_so(dataset):
-    lrcn = create_model("lrcn", num_classes=8, **get_model_entry("lrcn").test_kwargs)
-    assert lrcn.feature_info == []
-    with pytest.raises(ValueError, match="feature_info is empty.*'pre_logits'"):
-        extract_features(lrcn, dataset / "test.csv", layer="cnn.conv1", progress=False)
+def test_a_per_frame_layer_is_averaged_over_frames_and_space(dataset):
+    # The layers freezing lists are the layers extraction taps: LRCN's frame CNN's blocks.
+    torch.manual_seed(0)
+    lrcn = create_model("lrcn", num_classes=8, **get_model_entry("lrcn").test_args).eval()
+    assert "backbone.net.block3" in layer_names(lrcn) and "backbone.net.block3" in transfer_layer_names(lrcn)
+    source = load_source(dataset / "test.csv")
+    features = extract_features(lrcn, source, layer="block3", clips_per_video=1, progress=False)
+    assert features.layer == "backbone.net.block3"
+    clip = views(lrcn, source, 0)
+    b, c, t, h, w = clip.shape
+    with torch.no_grad():
+        blocks = torch.nn.Sequential(*list(lrcn.backbone.net.children())[:3])
+        maps = blocks(clip.transpose(1, 2).reshape(b * t, c, h, w))  # blocks 1-3, per frame
+    np.testing.assert_allclose(features.features[0], maps.mean(dim=(0, 2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_without_layers_says_so(dataset):
+    model = create_model("swin3d_t", num_classes=8, **get_model_entry("swin3d_t").test_args)
+    assert model.feature_info == []
+    with pytest.raises(ValueError, match="swin3d_t lists no layers.*pre-logits"):
+        extract_features(model, dataset / "test.csv", layer="features.3", progress=False)
 
 
 def test_model_file_and_model_give_the_same_features(model, dataset, tmp_path):
@@ -138,19 +162,19 @@ def test_an_interrupted_extraction_resumes_without_recomputing(model, dataset, t
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        extract_features(model, source, out=out, chunk_size=5, clips=2, per="clip", progress=False,
+        extract_features(model, source, out=out, chunk_size=5, clips_per_video=2, per="clip", progress=False,
                          on_chunk=stop_after_two)
     parts = tmp_path / "feats.npy.parts"
     assert sorted(p.name for p in parts.glob("chunk-*")) == ["chunk-000000.safetensors", "chunk-000001.safetensors"]
     assert not out.exists()
 
     computed: list[int] = []
-    resumed = extract_features(model, source, out=out, chunk_size=5, clips=2, per="clip", progress=False,
+    resumed = extract_features(model, source, out=out, chunk_size=5, clips_per_video=2, per="clip", progress=False,
                                on_chunk=lambda chunk, total: computed.append(chunk))
     assert computed == [2, 3, 4]
     assert not parts.exists()
     # Same chunks, so the same batches: the numbers must match bit for bit.
-    one_shot = extract_features(model, source, out=tmp_path / "one_shot.npy", chunk_size=5, clips=2, per="clip",
+    one_shot = extract_features(model, source, out=tmp_path / "one_shot.npy", chunk_size=5, clips_per_video=2, per="clip",
                                 progress=False)
     np.testing.assert_array_equal(resumed.features, one_shot.features)
     np.testing.assert_array_equal(load_features(out).features, one_shot.features)
@@ -182,7 +206,7 @@ def test_an_existing_output_is_not_overwritten(model, dataset, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".npy", ".parquet"])
 def test_features_files_round_trip(model, dataset, tmp_path, suffix):
-    features = extract_features(model, dataset / "test.csv", per="clip", clips=2, out=tmp_path / f"f{suffix}",
+    features = extract_features(model, dataset / "test.csv", per="clip", clips_per_video=2, out=tmp_path / f"f{suffix}",
                                 progress=False)
     loaded = load_features(tmp_path / f"f{suffix}")
     np.testing.assert_array_equal(loaded.features, features.features)
@@ -190,7 +214,7 @@ def test_features_files_round_trip(model, dataset, tmp_path, suffix):
     assert loaded.labels.tolist() == features.labels.tolist()
     assert loaded.classes == features.classes
     assert loaded.clip_index.tolist() == features.clip_index.tolist()
-    assert (loaded.layer, loaded.per, loaded.clips, loaded.model) == ("pre_logits", "clip", 2, features.model)
+    assert (loaded.layer, loaded.per, loaded.clips_per_video, loaded.model) == ("pre_logits", "clip", 2, features.model)
     assert loaded.clip_spec == features.clip_spec
 
 
@@ -201,8 +225,9 @@ def test_the_npy_sidecar_describes_the_extraction(model, dataset, tmp_path):
     assert meta["video_ids"] == [s.video_id for s in source.samples]
     assert [meta["classes"][i] for i in meta["labels"]] == [source.classes[s.label] for s in source.samples]
     assert meta["model"]["name"] == "c3d_bn"
-    assert (meta["layer"], meta["per"], meta["clips"], meta["shape"]) == ("pre_logits", "video", 1, [8, 256])
-    assert meta["clip_spec"]["frames"] == TINY_MODEL["num_frames"]
+    assert (meta["layer"], meta["per"], meta["shape"]) == ("pre_logits", "video", [8, 256])
+    assert meta["clips_per_video"] == model.clip_spec.clips_per_video == 10  # the model's, by default
+    assert meta["clip_spec"]["frames"] == TINY_MODEL["frames"]
 
 
 def test_a_parquet_file_without_labels_loads_with_labels_none(tmp_path):
@@ -261,12 +286,12 @@ def test_extract_command_writes_features_and_sidecar(model, dataset, tmp_path):
     model_file = save_model(model, tmp_path / "tiny.safetensors", history="test")
     out = tmp_path / "feats.parquet"
     args = ["extract", str(model_file), str(dataset / "test.csv"), "--out", str(out), "--layer", "features.conv2",
-            "--per", "clip", "--clips", "2", "--workers", "0", "--json"]
+            "--per", "clip", "--clips-per-video", "2", "--workers", "0", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["rows"], summary["layer"], summary["per"]) == (16, "features.conv2", "clip")
-    expected = extract_features(model, dataset / "test.csv", layer="features.conv2", per="clip", clips=2,
+    expected = extract_features(model, dataset / "test.csv", layer="features.conv2", per="clip", clips_per_video=2,
                                 progress=False)
     np.testing.assert_array_equal(load_features(out).features, expected.features)
 

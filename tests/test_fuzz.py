@@ -25,7 +25,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import require_videos
 
 SEED = 20260522

@@ -11,9 +11,15 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import input_size
 from torch import nn
 
-from vidzoo.models import create_model, get_model_cfg, get_model_entry, model_parameter_count
+from vidzoo.models import (
+    create_model,
+    get_model_cfg,
+    get_model_entry,
+    model_parameter_count,
+)
 from vidzoo.models.i3d import (
     I3D,
     MaxPool3dSame,
@@ -117,8 +123,8 @@ def full_model() -> I3D:
 def endpoint_shapes_16x224(full_model: I3D) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [
-        full_model.get_submodule(info["name"]).register_forward_hook(
-            lambda module, args, out, name=info["name"]: shapes.__setitem__(name, tuple(out.shape))
+        full_model.get_submodule(info.module).register_forward_hook(
+            lambda module, args, out, name=info.module: shapes.__setitem__(name, tuple(out.shape))
         )
         for info in full_model.feature_info
     ]
@@ -149,16 +155,16 @@ def test_i3d_backbone_parameter_count_matches_the_published_figure() -> None:
 def test_i3d_feature_info_lists_the_endpoints_of_the_paper() -> None:
     with torch.device("meta"):
         model = create_model("i3d")
-    assert [(i["name"], i["channels"], i["reduction"]) for i in model.feature_info] == [
+    assert [(i.module, i.channels, i.reduction) for i in model.feature_info] == [
         (f"features.{name}", chans, reduction) for name, chans, reduction in ENDPOINTS
     ]
 
 
 def test_i3d_default_cfg_is_the_papers_input() -> None:
     cfg = get_model_cfg("i3d")
-    assert cfg.input_size == (64, 224, 224)
-    assert {k: list(v) for k, v in cfg.norm.items()} == {"scale": [-1.0, 1.0]}
-    assert (cfg.sampling, cfg.frame_stride) == ("dense", 1)
+    assert input_size(cfg) == (64, 224, 224)
+    assert {k: list(v) for k, v in cfg.clip.norm.items()} == {"scale": [-1.0, 1.0]}
+    assert (cfg.clip.sampling, cfg.clip.frame_stride) == ("dense", 1)
     assert cfg.paper_url == "https://arxiv.org/abs/1705.07750"
 
 
@@ -192,7 +198,7 @@ def test_i3d_gives_400_logits_for_a_64_frame_clip(full_model: I3D) -> None:
 
 @pytest.mark.parametrize("size", [(1, 1, 1), (8, 48, 64), (5, 33, 17)])
 def test_i3d_accepts_any_clip_size(size: tuple[int, int, int]) -> None:
-    model = create_model("i3d", num_classes=3, **get_model_entry("i3d").test_kwargs).eval()
+    model = create_model("i3d", num_classes=3, **get_model_entry("i3d").test_args).eval()
     assert model(torch.zeros(1, 3, *size)).shape == (1, 3)
 
 
@@ -274,8 +280,8 @@ def test_head_averages_space_and_a_single_step_when_nothing_is_left_to_window() 
         ({"width": 0}, "width must be > 0"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"num_classes": 0}, "num_classes must be a positive int"),
-        ({"num_frames": 0}, "num_frames must be >= 1"),
-        ({"img_size": (224, 224, 3)}, "img_size must be an int or"),
+        ({"frames": 0}, "frames must be >= 1"),
+        ({"size": (224, 224, 3)}, "size must be an int or"),
     ],
 )
 def test_i3d_rejects_bad_arguments(kwargs: dict, message: str) -> None:
@@ -284,8 +290,8 @@ def test_i3d_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 
 
 def test_i3d_refuses_a_clip_with_other_channels() -> None:
-    model = create_model("i3d", **get_model_entry("i3d").test_kwargs)
-    with pytest.raises(ValueError, match=r"C = 3, got shape \(1, 2, 16, 32, 32\)"):
+    model = create_model("i3d", **get_model_entry("i3d").test_args)
+    with pytest.raises(ValueError, match=r"C = 3, got 2x16x32x32"):
         model(torch.zeros(1, 2, 16, 32, 32))
 
 
@@ -337,7 +343,7 @@ def test_converter_names_a_missing_key(piergiaj_400: dict) -> None:
 
 
 def test_converter_refuses_a_state_dict_of_another_model() -> None:
-    sd = create_model("c3d", **get_model_entry("c3d").test_kwargs).state_dict()
+    sd = create_model("c3d", **get_model_entry("c3d").test_args).state_dict()
     message = r"unknown keys 'fc6\.bias'.* and \d+ more; missing"
     with pytest.raises(ValueError, match=message) as err:
         convert_pytorch_i3d_state_dict(sd)
@@ -372,7 +378,7 @@ def test_load_pytorch_i3d_takes_classes_and_channels_from_the_weights() -> None:
     model = load_pytorch_i3d(piergiaj_state_dict(num_classes=157, in_chans=2))
     assert model.num_classes == 157
     assert model.default_cfg.in_chans == 2
-    assert model.init_kwargs == {"num_classes": 157, "in_chans": 2}
+    assert model.model_args == {"num_classes": 157, "in_chans": 2}
 
 
 def test_load_pytorch_i3d_with_new_classes_reports_the_skipped_head(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import replace_weights
 from torch import nn
 
 from vidzoo.models import create_model, get_model_entry
@@ -154,17 +155,16 @@ def hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, googlenet: nn.Mod
     cached = hub / "checkpoints" / f"googlenet-{sha}.pth"
     cached.parent.mkdir(parents=True)
     staging.rename(cached)
-    entry = get_model_entry("i3d").weights["imagenet"]
-    monkeypatch.setitem(entry, "source", f"https://download.pytorch.org/models/{cached.name}")
-    monkeypatch.setitem(entry, "sha256_prefix", sha)
+    replace_weights(monkeypatch, "i3d", "imagenet", url=f"https://download.pytorch.org/models/{cached.name}",
+                    sha256=sha)
     return cached
 
 
 def test_imagenet_entry_is_torchvisions_googlenet() -> None:
     entry = get_model_entry("i3d").weights["imagenet"]
     weights = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1
-    assert entry["source"] == weights.url and weights.url.endswith(f"-{entry['sha256_prefix']}.pth")
-    assert entry["classes"] == list(weights.meta["categories"]) and len(entry["classes"]) == 1000
+    assert entry.url == weights.url and weights.url.endswith(f"-{entry.sha256}.pth")
+    assert list(entry.classes) == list(weights.meta["categories"]) and len(entry.classes) == 1000
 
 
 @pytest.mark.parametrize(("theirs", "ours", "time"), PLACEMENTS)
@@ -209,7 +209,7 @@ def test_identical_frames_give_googlenets_features_and_logits(hub_cache, googlen
     frames = 104
     steps = _valid_time_steps(frames)
     assert steps == [6]
-    model = create_model("i3d", pretrained="imagenet", img_size=31).eval()
+    model = create_model("i3d", pretrained="imagenet", size=31).eval()
     assert model.num_classes == 1000 and model.load_report.skipped_head == []
     image = torch.randn(1, 3, 31, 31)
     taps = {}
@@ -218,7 +218,7 @@ def test_identical_frames_give_googlenets_features_and_logits(hub_cache, googlen
         logits_2d = googlenet(image)
         mixed_5c = model.features(image[:, :, None].repeat(1, 1, frames, 1, 1))
         step = mixed_5c[:, :, steps[0]]
-        logits_3d = model.forward_head(step.mean(dim=(2, 3)))
+        logits_3d = model.forward_head(step[:, :, None])  # one time step: the head averages its space
     torch.testing.assert_close(step, taps["2d"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(logits_3d, logits_2d, rtol=1e-4, atol=1e-5)
 

@@ -20,13 +20,15 @@ import keras
 import numpy as np
 import pytest
 import torch
+from conftest import input_size
 from keras import layers, ops
+from keras_legacy import to_tf_keras2
 from typer.testing import CliRunner
 
-from keras_legacy import to_tf_keras2
 from vidzoo.cli import app
 from vidzoo.keras import KerasImportError, KerasWeightError, load_h5
-from vidzoo.model_file import load_model, read_model_metadata, save_model
+from vidzoo.model_file import read_model_metadata
+from vidzoo.models import load_model, save_model
 
 LAYOUTS = ("keras3", "tf_keras2")
 MIT_V1 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mit" / "category_momentsv1.txt"
@@ -334,7 +336,7 @@ def test_imported_model_follows_the_vidzoo_contract(zoo) -> None:
     model, path = zoo["i3d_lambda"]
     imported = load_h5(path)
     cfg = imported.default_cfg
-    assert cfg.arch == "keras_graph" and cfg.input_size == (8, 32, 32) and cfg.norm == {"scale": [0.0, 1.0]}
+    assert cfg.arch == "keras_graph" and input_size(cfg) == (8, 32, 32) and cfg.clip.norm == {"scale": [0.0, 1.0]}
     assert imported.classes == [f"class_{i:03d}" for i in range(6)]
     clip = to_clip(inputs((2, 8, 32, 32, 3), seed=8))
     with torch.no_grad():
@@ -447,12 +449,12 @@ def test_cli_import_keras_with_mit_v1_classes(mit_model: Path, tmp_path: Path) -
     assert keras_meta["source_file"] == mit_model.name
     assert keras_meta["source_sha256"] == hashlib.sha256(mit_model.read_bytes()).hexdigest()
     assert keras_meta["classes_source"].startswith("mit-v1") and "[0, 1]" in keras_meta["input_scaling"]
-    assert meta["norm"] == {"scale": [0.0, 1.0]} and meta["input"]["frames"] == 16
+    assert meta["clip"]["norm"] == {"scale": [0.0, 1.0]} and meta["clip"]["frames"] == 16
     shown = runner.invoke(app, ["info", str(out)])
     assert shown.exit_code == 0
     info = json.loads(shown.stdout)
     assert info["extra"]["keras"]["classes_source"].startswith("mit-v1")
-    assert info["kwargs"]["model_config"].startswith("<Keras Sequential with")
+    assert info["model_args"]["model_config"].startswith("<Keras Sequential with")
 
 
 def test_cli_import_keras_with_a_class_file_and_default_placeholders(mit_model: Path, tmp_path: Path) -> None:

@@ -21,13 +21,15 @@ import keras
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
+from conftest import input_size
 from keras_legacy import to_tf_keras2
 from test_keras_import import built, c3d, inputs, to_clip
+from typer.testing import CliRunner
+
 from vidzoo.cli import app
 from vidzoo.keras import KerasImportError, KerasWeightError, load_h5
-from vidzoo.model_file import load_model, read_model_metadata
+from vidzoo.model_file import read_model_metadata
+from vidzoo.models import load_model
 from vidzoo.models.c3d import C3D
 
 runner = CliRunner()
@@ -95,9 +97,9 @@ def test_weights_only_c3d_is_vidzoo_c3d_with_keras_predictions(keras_c3d, clips)
     _, _, weights = keras_c3d
     model = load_h5(weights, arch="c3d")
     assert isinstance(model, C3D) and model.default_cfg.arch == "c3d" and not model.training
-    assert model.default_cfg.input_size == (16, 112, 112) and model.num_classes == 7
-    assert model.default_cfg.norm == {"scale": [0.0, 1.0]}
-    assert model.init_kwargs["width"] == 4 / 64
+    assert input_size(model.default_cfg) == (16, 112, 112) and model.num_classes == 7
+    assert model.default_cfg.clip.norm == {"scale": [0.0, 1.0]}
+    assert model.model_args["width"] == 4 / 64
     assert_close(probabilities(model, clips[0]), clips[1])
 
 
@@ -124,8 +126,8 @@ def test_a_smaller_clip_is_refused_until_its_size_is_given(tmp_path: Path) -> No
                                                r"32 channels x 1x4x4 for a 16x112x112 clip; the file's fc6 fits 16x16x16"):
         load_h5(weights, arch="c3d")
     x = inputs((2, 16, 32, 32, 3), seed=6)
-    imported = load_h5(weights, arch="c3d", num_frames=16, img_size=32)
-    assert imported.default_cfg.input_size == (16, 32, 32)
+    imported = load_h5(weights, arch="c3d", frames=16, size=32)
+    assert input_size(imported.default_cfg) == (16, 32, 32)
     assert_close(probabilities(imported, x), model.predict(x, verbose=0))
 
 
@@ -141,7 +143,7 @@ def test_cli_import_keras_arch_c3d_writes_a_model_file_with_the_same_outputs(ker
     assert result.exit_code == 0, result.output
     meta = read_model_metadata(out)
     assert meta["arch"] == "c3d" and meta["classes"][:2] == ["action_0", "action_1"]
-    assert meta["norm"] == {"scale": [0.0, 1.0]} and meta["input"]["frames"] == 16
+    assert meta["clip"]["norm"] == {"scale": [0.0, 1.0]} and meta["clip"]["frames"] == 16
     source = meta["extra"]["keras"]
     assert source["source_file"] == weights.name
     assert source["source_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -149,7 +151,7 @@ def test_cli_import_keras_arch_c3d_writes_a_model_file_with_the_same_outputs(ker
     assert "[0, 1]" in source["input_scaling"] and "assumed" in source["input_scaling"]
     assert "mapped onto vidzoo's c3d" in source["keras_model"]
     loaded = load_model(out)
-    assert isinstance(loaded, C3D) and loaded.default_cfg.norm == {"scale": [0.0, 1.0]}
+    assert isinstance(loaded, C3D) and loaded.default_cfg.clip.norm == {"scale": [0.0, 1.0]}
     assert_close(probabilities(loaded, clips[0]), clips[1])
     assert torch.equal(probabilities(loaded, clips[0]), probabilities(load_h5(weights, arch="c3d"), clips[0]))
 

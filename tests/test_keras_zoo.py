@@ -20,8 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
+from conftest import input_size
 from keras_legacy import to_tf_keras2
 from keras_zoo_builders import (
     C2D_BACKBONES,
@@ -32,11 +31,13 @@ from keras_zoo_builders import (
     keras_logits,
     save_h5,
 )
+from typer.testing import CliRunner
+
 from vidzoo.cli import app
-from vidzoo.data.datasets import load_source
+from vidzoo.data.sources import load_source
 from vidzoo.keras import KerasModel, load_h5
-from vidzoo.model_file import load_model, read_model_metadata
-from vidzoo.models import create_model
+from vidzoo.model_file import read_model_metadata
+from vidzoo.models import create_model, load_model
 from vidzoo.models.names import parse_model_name
 from vidzoo.train import read_metrics
 
@@ -208,7 +209,7 @@ def irv2_avg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AvgCase]:
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_avg_wrapper_import_gives_keras_probabilities(irv2_avg: AvgCase, layout: str) -> None:
     model = load_h5(irv2_avg.files[layout])
-    assert (model.frame_mode, model.default_cfg.input_size) == (True, (4, 75, 75))
+    assert (model.frame_mode, input_size(model.default_cfg)) == (True, (4, 75, 75))
     with torch.no_grad():
         probs = model.predict_proba(torch.from_numpy(irv2_avg.clips).permute(0, 4, 1, 2, 3))
     assert_close_to_keras(probs.numpy(), irv2_avg.probs)
@@ -248,7 +249,7 @@ def test_import_keras_metadata_agrees_with_the_zoo_file_name(zoo_named_import) -
     h5, model_file, classes = zoo_named_import
     meta = read_model_metadata(model_file)
     name = parse_model_name(h5)
-    assert (meta["input"]["height"], meta["input"]["width"], meta["input"]["channels"]) == (
+    assert (*meta["clip"]["size"], meta["in_chans"]) == (
         name.height, name.width, name.channels
     )
     assert len(meta["classes"]) == name.num_classes and meta["classes"] == classes
@@ -276,7 +277,7 @@ def _head_keys(model: KerasModel) -> set[str]:
 
 def test_fine_tuning_from_an_imported_file_replaces_the_head(zoo_named_import) -> None:
     _, model_file, _ = zoo_named_import
-    kwargs = {k: v for k, v in read_model_metadata(model_file)["kwargs"].items() if k != "num_classes"}
+    kwargs = {k: v for k, v in read_model_metadata(model_file)["model_args"].items() if k != "num_classes"}
     model = create_model("keras_graph", pretrained=str(model_file), num_classes=8, **kwargs)
     head = _head_keys(model)
     assert model.num_classes == 8 and model.get_classifier().weight.shape[0] == 8

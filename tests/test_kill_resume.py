@@ -12,18 +12,20 @@ import sys
 import time
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-import conftest
-import vidzoo.data.datasets as datasets_module
+import vidzoo.data.dataset as datasets_module
 import vidzoo.model_file as model_file_module
-import vidzoo.train as train_module
-from vidzoo.model_file import save_model
-from vidzoo.models import create_model
-from vidzoo.train import LAST_CHECKPOINT, AtomicCheckpointIO, TrainConfig, TrainingError, train
+import vidzoo.train.callbacks as train_module
+from vidzoo.data.sources import load_source
+from vidzoo.models import create_model, save_model
+from vidzoo.train import TrainConfig, TrainingError, train
+from vidzoo.train.callbacks import AtomicCheckpointIO
+from vidzoo.train.run import LAST_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 VIDZOO = Path(sys.executable).with_name("vidzoo")
@@ -87,7 +89,7 @@ def test_killed_runs_resume_to_the_same_weights(dataset: Path, tmp_path: Path) -
     for trial in range(TRIALS):
         folder = tmp_path / f"trial{trial}"
         folder.mkdir()
-        values = tiny_config(dataset, Path("run")).model_dump()
+        values = tiny_config(dataset, Path("run")).model_dump(mode="json")
         (folder / "cfg.yaml").write_text(yaml.safe_dump(values))
         configs.append(folder / "cfg.yaml")
     trials = _kill_at_random_moments(configs, random.Random(SEED), (EPOCHS - 2) * epoch_seconds)
@@ -96,7 +98,7 @@ def test_killed_runs_resume_to_the_same_weights(dataset: Path, tmp_path: Path) -
         run_dir = config.parent / "run"
         checkpoint = torch.load(run_dir / "checkpoints" / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
         trial["resumed_after_epoch"] = checkpoint["epoch"]
-        train(TrainConfig.from_file(run_dir / "config.yaml", out=str(run_dir)), resume=run_dir)
+        train(TrainConfig.load(run_dir / "config.yaml", out=str(run_dir)), resume=run_dir)
         got_file, got_last = _final_weights(run_dir)
         trial["same_weights"] = (
             got_file.keys() == expected_file.keys() and all(torch.equal(got_file[k], expected_file[k]) for k in got_file)
@@ -154,7 +156,7 @@ def test_crash_while_saving_model_file_keeps_the_previous_one(tmp_path: Path, mo
 def test_worker_that_dies_or_hangs_is_reported_with_its_video(
     failure: str, dataset: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    target = Path(datasets_module.load_source(dataset / "train.csv").samples[0].path)
+    target = Path(load_source(dataset / "train.csv").samples[0].path)
     real_reader = datasets_module.VideoReader
 
     class FailingReader(real_reader):

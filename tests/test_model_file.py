@@ -13,24 +13,38 @@ from safetensors.torch import save_file
 from vidzoo import model_file
 from vidzoo.model_file import (
     ModelFileError,
-    default_model_filename,
-    load_model,
+    model_filename,
     read_model_metadata,
-    save_model,
     tensors_sha256,
 )
-from vidzoo.models import VideoClassifier, create_model, get_model_entry
+from vidzoo.models import (
+    VideoClassifier,
+    create_model,
+    get_model_entry,
+    load_model,
+    save_model,
+)
 from vidzoo.models.c3d import C3D
 
 
 @pytest.fixture
 def model() -> VideoClassifier:
     torch.manual_seed(0)
-    return create_model("c3d", num_classes=8, **get_model_entry("c3d").test_kwargs)
+    return create_model("c3d", num_classes=8, **get_model_entry("c3d").test_args)
+
+
+def default_model_filename(model: VideoClassifier, history: str) -> str:
+    cfg = model.default_cfg
+    return model_filename(cfg.arch, cfg.clip, cfg.in_chans, model.num_classes, history)
 
 
 def test_default_filename_follows_the_zoo_convention(model: VideoClassifier) -> None:
     assert default_model_filename(model, "synthetic") == "c3d-8x32x32x3-8-synthetic.safetensors"
+
+
+def test_a_non_square_clip_is_named_height_then_width() -> None:
+    model = create_model("c3d", num_classes=8, frames=8, size=(32, 48), width=0.125)
+    assert default_model_filename(model, "synthetic") == "c3d-8x32x48x3-8-synthetic.safetensors"
 
 
 @pytest.mark.parametrize("history", ["ucf-101", "a/b", ""])
@@ -92,10 +106,37 @@ def test_a_safetensors_file_without_vidzoo_metadata_is_refused(tmp_path: Path) -
 
 def test_metadata_missing_keys_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "partial.safetensors"
-    meta = {"format_version": 1, "arch": "c3d"}
+    meta = {"format_version": 2, "arch": "c3d"}
     save_file({"w": torch.zeros(2)}, path, metadata={"vidzoo": json.dumps(meta)})
-    with pytest.raises(ModelFileError, match="lacks kwargs, classes, norm, sampling, tensors_"):
+    with pytest.raises(ModelFileError, match="lacks model_args, classes, clip, tensors_sha256"):
         read_model_metadata(path)
+
+
+def version_1_file(model: VideoClassifier, path: Path) -> Path:
+    """`model` written as vidzoo 0.1's format version 1 wrote model files."""
+    args = {"num_frames" if k == "frames" else "img_size" if k == "size" else k: v
+            for k, v in model.model_args.items()}
+    clip = model.clip_spec
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"format_version": 1, "arch": model.default_cfg.arch, "kwargs": args,
+            "classes": [f"c{i}" for i in range(model.num_classes)],
+            "input": {"frames": clip.frames, "height": clip.height, "width": clip.width, "channels": 3},
+            "norm": clip.norm, "sampling": {"kind": "dense", "frame_stride": 2},
+            "history": {"name": "old", "details": {}}, "extra": {}, "vidzoo_version": "0.1.0",
+            "tensors_sha256": tensors_sha256(tensors), "created": "2026-11-01T00:00:00+00:00"}
+    save_file(tensors, path, metadata={"vidzoo": json.dumps(meta)})
+    return path
+
+
+def test_a_version_1_file_loads_with_its_clip_and_identical_outputs(model: VideoClassifier, tmp_path: Path) -> None:
+    path = version_1_file(model.eval(), tmp_path / "old.safetensors")
+    meta = read_model_metadata(path)
+    assert meta["format_version"] == 2 and meta["model_args"] == model.model_args
+    loaded = load_model(path)
+    assert (loaded.clip_spec.frames, loaded.clip_spec.size, loaded.clip_spec.frame_stride) == (8, (32, 32), 2)
+    assert loaded.clip_spec.norm == model.clip_spec.norm and loaded.classes[0] == "c0"
+    clip = torch.randn(1, 3, 8, 32, 32)
+    assert torch.equal(loaded(clip), model(clip))
 
 
 def test_a_newer_format_version_is_refused(model: VideoClassifier, tmp_path: Path) -> None:
@@ -137,7 +178,7 @@ def test_wrong_number_of_classes_is_refused(model: VideoClassifier, tmp_path: Pa
 
 def test_a_model_not_built_by_create_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not built by vidzoo.models.create_model"):
-        save_model(C3D(num_frames=8, img_size=32, width=0.125), tmp_path / "m.safetensors")
+        save_model(C3D(frames=8, size=32, width=0.125), tmp_path / "m.safetensors")
 
 
 def test_reset_classifier_is_saved_with_the_new_class_count(

@@ -6,19 +6,24 @@ import math
 
 import pytest
 import torch
+from conftest import input_size
 from torch import nn
 
-from vidzoo.model_file import load_model, read_model_metadata, save_model
+from vidzoo.data.clip import ClipSpec
+from vidzoo.model_file import read_model_metadata
 from vidzoo.models import (
     UnknownModelError,
     VideoClassifier,
+    _registry,
+    check_model_args,
     create_model,
     get_model_cfg,
     get_model_entry,
     list_models,
+    load_model,
     register_model,
+    save_model,
 )
-from vidzoo.models import _registry
 from vidzoo.models.c3d import C3D
 
 NUM_CLASSES = 7
@@ -28,22 +33,38 @@ NUM_CLASSES = 7
 
 
 def test_register_model_refuses_a_duplicate_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    list_models()  # the families are registered
     monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))
-
-    def c3d(**kwargs: object) -> VideoClassifier:
-        raise AssertionError("never built")
-
-    with pytest.raises(ValueError, match="'c3d' is already registered by vidzoo.models.c3d.c3d"):
-        register_model()(c3d)
-    assert _registry._MODELS["c3d"].builder.__module__ == "vidzoo.models.c3d"
+    with pytest.raises(ValueError, match="'c3d' is already registered by vidzoo.models.c3d.C3D"):
+        register_model("c3d", C3D)
+    assert _registry._MODELS["c3d"].model_cls is C3D
 
 
 def test_register_model_refuses_a_name_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))
-    builder = lambda **kwargs: None  # noqa: E731
-    builder.__name__ = "my-net"
     with pytest.raises(ValueError, match="'my-net' must be lowercase letters"):
-        register_model()(builder)
+        register_model("my-net", C3D)
+
+
+def test_a_misspelt_model_argument_is_an_error_with_did_you_mean() -> None:
+    with pytest.raises(ValueError, match="c3d has no argument 'widht'. Did you mean 'width'?"):
+        create_model("c3d", widht=0.5)
+
+
+def test_a_missing_required_argument_names_it() -> None:
+    with pytest.raises(ValueError, match="c2d_timm needs backbone"):
+        check_model_args("c2d_timm", {})
+
+
+def test_the_registry_imports_no_family_until_asked(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, vidzoo.models._registry, vidzoo.models._base; "
+            "print(sorted(m for m in sys.modules if m.startswith('vidzoo')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert eval(out) == ["vidzoo", "vidzoo.data", "vidzoo.data.clip", "vidzoo.models", "vidzoo.models._base",
+                         "vidzoo.models._registry", "vidzoo.settings"]
 
 
 def test_create_model_unknown_name_suggests_close_names() -> None:
@@ -66,9 +87,9 @@ def test_list_models_is_sorted() -> None:
 
 
 def test_create_model_records_kwargs_and_arch() -> None:
-    tiny = get_model_entry("c3d_bn").test_kwargs
+    tiny = get_model_entry("c3d_bn").test_args
     model = create_model("c3d_bn", num_classes=NUM_CLASSES, **tiny)
-    assert model.init_kwargs == {"num_classes": NUM_CLASSES, **tiny}
+    assert model.model_args == {"num_classes": NUM_CLASSES, **tiny}
     assert model.default_cfg.arch == "c3d_bn"
 
 
@@ -78,7 +99,7 @@ def test_create_model_unknown_pretrained_tag_is_an_error() -> None:
 
 
 def test_get_model_cfg_matches_the_built_model() -> None:
-    kwargs = get_model_entry("c3d").test_kwargs
+    kwargs = get_model_entry("c3d").test_args
     assert get_model_cfg("c3d", **kwargs) == create_model("c3d", **kwargs).default_cfg
 
 
@@ -89,13 +110,13 @@ def test_get_model_cfg_matches_the_built_model() -> None:
 def model(request: pytest.FixtureRequest) -> VideoClassifier:
     torch.manual_seed(0)
     entry = get_model_entry(request.param)
-    return create_model(entry.name, num_classes=NUM_CLASSES, **entry.test_kwargs)
+    return create_model(entry.name, num_classes=NUM_CLASSES, **entry.test_args)
 
 
 def clip_for(model: VideoClassifier, batch: int = 2) -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     cfg = model.default_cfg
-    return torch.randn(batch, cfg.in_chans, *cfg.input_size, generator=generator)
+    return torch.randn(batch, cfg.in_chans, *input_size(cfg), generator=generator)
 
 
 def test_forward_gives_one_logit_per_class(model: VideoClassifier) -> None:
@@ -130,18 +151,48 @@ def test_reset_classifier_changes_only_the_head(model: VideoClassifier) -> None:
 
 
 def test_feature_info_matches_layer_outputs(model: VideoClassifier) -> None:
-    outputs: dict[str, torch.Tensor] = {}
+    # Per-frame layers come back from forward_intermediates as clips too: (B, C, T, H, W).
+    outputs = model.forward_intermediates(clip_for(model), model.layer_names(), stop_early=False)
+    assert list(outputs) == model.layer_names()
     for info in model.feature_info:
-        model.get_submodule(info["name"]).register_forward_hook(
-            lambda module, args, out, name=info["name"]: outputs.__setitem__(name, out)
-        )
-    model(clip_for(model))
-    input_size = model.default_cfg.input_size
-    for info in model.feature_info:
-        out = outputs[info["name"]]
-        assert out.shape[1] == info["channels"], info
-        for size, extent, reduction in zip(out.shape[2:], input_size, info["reduction"]):
-            assert size in (extent // reduction, math.ceil(extent / reduction)), info
+        out = outputs[info.module]
+        assert out.shape[:2] == (2, info.channels), info
+        for size, extent, reduction in zip(out.shape[2:], input_size(model.default_cfg), info.reduction):
+            if info.layout == "frames" and reduction > 1:
+                # timm's reductions are nominal: unpadded convolutions (Inception) lose a few pixels.
+                assert 0 < size <= math.ceil(extent / reduction), info
+            else:
+                assert size in (extent // reduction, math.ceil(extent / reduction)), info
+
+
+# The documented meaning of forward_features: the features before the head pools them, in the
+# layout the model's config declares.
+LAYOUT_DIMS = {"clip": 5, "sequence": 3, "vector": 2}
+
+
+def test_forward_features_has_the_declared_layout_and_the_head_completes_forward(model: VideoClassifier) -> None:
+    model.eval()
+    clip = clip_for(model)
+    feats = model.forward_features(clip)
+    assert feats.ndim == LAYOUT_DIMS[model.default_cfg.feature_layout] and feats.shape[0] == 2
+    assert torch.equal(model.forward_head(feats), model(clip))
+
+
+def test_forward_intermediates_stops_after_the_last_layer_asked_for(model: VideoClassifier) -> None:
+    if not model.feature_info:
+        pytest.skip(f"{model.default_cfg.arch} lists no layers")
+    first = model.feature_info[0].module
+    ran = []
+    model.get_classifier().register_forward_hook(lambda *args: ran.append("classifier"))
+    out = model.forward_intermediates(clip_for(model), [first])
+    assert list(out) == [first] and ran == []
+
+
+def test_every_model_declares_its_dropout_as_dropout(model: VideoClassifier) -> None:
+    # One name for the head dropout across the families: the constructor argument "dropout".
+    entry = get_model_entry(model.default_cfg.arch)
+    assert "dropout" in entry.parameters() or entry.name == "keras_graph"
+    assert not {"drop_rate", "num_frames", "img_size"} & set(entry.parameters())
 
 
 def test_save_load_gives_identical_outputs(model: VideoClassifier, tmp_path) -> None:
@@ -156,13 +207,9 @@ def test_saved_metadata_describes_the_model(model: VideoClassifier, tmp_path) ->
     meta = read_model_metadata(save_model(model, directory=tmp_path, history="synthetic"))
     cfg = model.default_cfg
     assert meta["arch"] == cfg.arch
-    assert meta["kwargs"] == model.init_kwargs
-    frames, height, width = cfg.input_size
-    assert meta["input"] == {
-        "frames": frames, "height": height, "width": width, "channels": cfg.in_chans
-    }
-    assert meta["norm"] == {key: list(values) for key, values in cfg.norm.items()}
-    assert meta["sampling"] == {"kind": cfg.sampling, "frame_stride": cfg.frame_stride}
+    assert meta["model_args"] == model.model_args
+    assert ClipSpec(**meta["clip"]) == cfg.clip
+    assert meta["in_chans"] == cfg.in_chans
     assert len(meta["classes"]) == model.num_classes
 
 
@@ -198,15 +245,15 @@ def test_c3d_layer_parameter_counts_match_the_published_figures() -> None:
     assert sum(p.numel() for p in model.fc7.parameters()) == 16_781_312
 
 
-@pytest.mark.parametrize(("img_size", "fc6_inputs"), [(112, 8192), (224, 25088)])
-def test_c3d_fc6_is_sized_from_the_input(img_size: int, fc6_inputs: int) -> None:
+@pytest.mark.parametrize(("size", "fc6_inputs"), [(112, 8192), (224, 25088)])
+def test_c3d_fc6_is_sized_from_the_input(size: int, fc6_inputs: int) -> None:
     with torch.device("meta"):
-        model = create_model("c3d", img_size=img_size)
+        model = create_model("c3d", size=size)
     assert model.fc6.in_features == fc6_inputs
 
 
 def test_c3d_pool5_rounds_up_like_caffe() -> None:
-    pool5 = create_model("c3d", **get_model_entry("c3d").test_kwargs).features.pool5
+    pool5 = create_model("c3d", **get_model_entry("c3d").test_args).features.pool5
     conv5b_map = torch.arange(2 * 7 * 7, dtype=torch.float32).reshape(1, 1, 2, 7, 7)
     # The maximum of an increasing ramp is each window's last element; windows start at 0,2,4,6
     # and the last one holds a single row/column.
@@ -216,20 +263,20 @@ def test_c3d_pool5_rounds_up_like_caffe() -> None:
 
 
 def test_c3d_refuses_a_clip_of_another_size() -> None:
-    model = create_model("c3d", **get_model_entry("c3d").test_kwargs)
-    with pytest.raises(ValueError, match="C x T x H x W = 3x8x32x32 .* got 3x16x32x32"):
+    model = create_model("c3d", **get_model_entry("c3d").test_args)
+    with pytest.raises(ValueError, match="built for 8x32x32 clips .* got 16x32x32"):
         model(torch.zeros(1, 3, 16, 32, 32))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"num_frames": 4}, "too small: nothing is left to pool at pool4"),
-        ({"img_size": 8}, "too small: nothing is left to pool at pool"),
+        ({"frames": 4}, "too small: nothing is left to pool at pool4"),
+        ({"size": 8}, "too small: nothing is left to pool at pool"),
         ({"width": 0}, "width must be > 0"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"num_classes": 0}, "num_classes must be a positive int"),
-        ({"img_size": (112, 112, 3)}, "img_size must be an int or"),
+        ({"size": (112, 112, 3)}, "size must be an int or"),
     ],
 )
 def test_c3d_rejects_bad_arguments(kwargs: dict, message: str) -> None:
@@ -238,12 +285,12 @@ def test_c3d_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 
 
 def test_c3d_bn_refuses_to_turn_batch_norm_off() -> None:
-    with pytest.raises(ValueError, match="batch_norm is fixed by variant 'c3d_bn'"):
+    with pytest.raises(ValueError, match="batch_norm=False is fixed by the variant 'c3d_bn'"):
         create_model("c3d_bn", batch_norm=False)
 
 
 def test_c3d_bn_has_batch_norm_after_every_conv() -> None:
-    model = create_model("c3d_bn", **get_model_entry("c3d_bn").test_kwargs)
+    model = create_model("c3d_bn", **get_model_entry("c3d_bn").test_args)
     blocks = [m for m in model.features if isinstance(m, nn.Sequential)]
     assert len(blocks) == 8
     assert all(isinstance(block.bn, nn.BatchNorm3d) and block.conv.bias is None for block in blocks)
@@ -253,4 +300,4 @@ def test_c3d_width_scales_features() -> None:
     with torch.device("meta"):
         model = create_model("c3d", width=0.25)
     assert model.num_features == 1024
-    assert model.feature_info[-1]["channels"] == 128
+    assert model.feature_info[-1].channels == 128

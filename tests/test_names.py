@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import vidzoo
 from vidzoo.cli import app
-from vidzoo.model_file import default_model_filename
+from vidzoo.model_file import model_filename
 from vidzoo.models import create_model, get_model_cfg, list_models
 from vidzoo.models.names import (
     ALIASES,
@@ -113,7 +113,8 @@ def test_history_that_is_not_mit_letters_names_no_sources() -> None:
 def test_parse_model_name_reads_a_vidzoo_file_name() -> None:
     with torch.device("meta"):
         model = create_model("c3d", num_classes=101)
-    parsed = parse_model_name(default_model_filename(model, "ucf101"))
+    cfg = model.default_cfg
+    parsed = parse_model_name(model_filename(cfg.arch, cfg.clip, cfg.in_chans, model.num_classes, "ucf101"))
     assert (parsed.arch, parsed.frames, parsed.height, parsed.width, parsed.channels) == (
         "c3d", 16, 112, 112, 3
     )

@@ -21,7 +21,7 @@ CLASSES = ["walk", "run", "jump"]
 @pytest.fixture
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    model = create_model("c3d_bn", num_classes=3, num_frames=8, img_size=16, width=0.0625)
+    model = create_model("c3d_bn", num_classes=3, frames=8, size=16, width=0.0625)
     model.classes = CLASSES
     return model
 
@@ -46,11 +46,13 @@ def test_predict_video_caps_top_k_at_the_class_count(tiny_model):
     assert len(predict_video(tiny_model, SHORT, top_k=5).top) == 3
 
 
-def test_predict_video_uses_five_clips_by_default_in_batches_of_batch_size(tiny_model):
+def test_predict_video_uses_the_models_clips_per_video_in_batches_of_batch_size(tiny_model):
     seen = _count_views(tiny_model)
+    predict_video(tiny_model, SHORT)  # the clip description's 10 clips, in batches of 8
+    predict_video(tiny_model, SHORT, clips_per_video=3, batch_size=2)
+    tiny_model.default_cfg = tiny_model.default_cfg.replace(clip=tiny_model.clip_spec.replace(clips_per_video=4))
     predict_video(tiny_model, SHORT)
-    predict_video(tiny_model, SHORT, num_clips=3, batch_size=2)
-    assert seen == [5, 2, 1]
+    assert seen == [8, 2, 2, 1, 4]
 
 
 def test_predict_video_names_classes_by_index_when_the_model_has_none(tiny_model):

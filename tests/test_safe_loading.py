@@ -16,12 +16,13 @@ import torch
 import yaml
 
 from vidzoo.data.synthetic import make_synthetic_dataset
-from vidzoo.model_file import ModelFileError, load_model, save_model
-from vidzoo.models import create_model
+from vidzoo.model_file import ModelFileError
+from vidzoo.models import create_model, load_model, save_model
 from vidzoo.models.i3d import load_pytorch_i3d
-from vidzoo.train import LAST_CHECKPOINT, TrainConfig, train
+from vidzoo.train import TrainConfig, train
+from vidzoo.train.run import LAST_CHECKPOINT
 
-TINY_MODEL = {"width": 0.0625, "num_frames": 8, "img_size": 16, "dropout": 0.0}
+TINY_MODEL = {"width": 0.0625, "frames": 8, "size": 16, "dropout": 0.0}
 
 
 class Payload:
@@ -54,7 +55,8 @@ def test_resume_from_a_checkpoint_with_a_code_payload_is_refused(tmp_path: Path)
     make_synthetic_dataset(tmp_path / "data", videos_per_class=3, frames=8, size=32, fps=8, overwrite=True)
     run = tmp_path / "run"
     config = TrainConfig(
-        model="c3d_bn", model_kwargs=dict(TINY_MODEL), data=str(tmp_path / "data" / "train.csv"),
+        model="c3d_bn", model_args={"width": 0.0625, "dropout": 0.0}, frames=8, size=16,
+        data=str(tmp_path / "data" / "train.csv"),
         val=str(tmp_path / "data" / "val.csv"), workers=0, progress=False, batch_size=4, epochs=2, out=str(run),
     )
     write_malicious_pt(run / "checkpoints" / LAST_CHECKPOINT, marker)
@@ -86,5 +88,5 @@ def test_config_that_would_run_code_is_refused(name: str, text: str, tmp_path: P
     config = tmp_path / name
     config.write_text(text.format(marker=marker))
     with pytest.raises((ValueError, yaml.YAMLError)):
-        TrainConfig.from_file(config)
+        TrainConfig.load(config)
     assert not marker.exists()

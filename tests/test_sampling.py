@@ -21,7 +21,7 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 
 @pytest.mark.parametrize(
-    "num_frames, clip_len, stride, expected",
+    "num_frames, frames, stride, expected",
     [
         (10, 4, 1, [3, 4, 5, 6]),  # last start 6, centre 3
         (11, 4, 1, [3, 4, 5, 6]),  # last start 7, centre floor(3.5)
@@ -30,8 +30,8 @@ def rng(seed: int = 0) -> np.random.Generator:
         (7, 4, 2, [0, 2, 4, 6]),
     ],
 )
-def test_dense_clip_center_exact(num_frames, clip_len, stride, expected):
-    out = dense_clip(num_frames, clip_len, stride)
+def test_dense_clip_center_exact(num_frames, frames, stride, expected):
+    out = dense_clip(num_frames, frames, stride)
     assert out.dtype == np.int64
     assert out.tolist() == expected
 
@@ -58,10 +58,10 @@ def test_dense_clip_target_fps_needs_fps():
         dense_clip(100, 4, target_fps=15)
 
 
-@pytest.mark.parametrize("num_frames, clip_len, stride", [(50, 8, 2), (9, 4, 2), (300, 16, 1)])
-def test_dense_clip_random_properties(num_frames, clip_len, stride):
-    out = dense_clip(num_frames, clip_len, stride, mode="random", rng=rng())
-    assert out.shape == (clip_len,)
+@pytest.mark.parametrize("num_frames, frames, stride", [(50, 8, 2), (9, 4, 2), (300, 16, 1)])
+def test_dense_clip_random_properties(num_frames, frames, stride):
+    out = dense_clip(num_frames, frames, stride, mode="random", rng=rng())
+    assert out.shape == (frames,)
     assert out.min() >= 0 and out.max() < num_frames
     assert np.all(np.diff(out) == stride)
 
@@ -124,7 +124,7 @@ def test_clip_too_short_is_value_error():
         ({"num_frames": 0}, "num_frames"),
         ({"num_frames": -3}, "num_frames"),
         ({"num_frames": 10.0}, "num_frames"),
-        ({"clip_len": 0}, "clip_len"),
+        ({"frames": 0}, "frames"),
         ({"stride": 0}, "stride"),
         ({"mode": "train"}, "'center', 'random'"),
         ({"short_policy": "pad"}, "'loop', 'repeat_last', 'error'"),
@@ -133,7 +133,7 @@ def test_clip_too_short_is_value_error():
     ],
 )
 def test_dense_clip_bad_arguments(kwargs, match):
-    args = {"num_frames": 100, "clip_len": 8, **kwargs}
+    args = {"num_frames": 100, "frames": 8, **kwargs}
     with pytest.raises(ValueError, match=match):
         dense_clip(**args)
 
@@ -143,16 +143,16 @@ def test_dense_clip_bad_arguments(kwargs, match):
 
 def test_multi_clip_exact():
     # 100 frames, clip of 8 every 4 needs 29, last start 71: starts floor(71 * [1/6, 3/6, 5/6]).
-    out = multi_clip(100, 8, 4, num_clips=3)
+    out = multi_clip(100, 8, 4, clips_per_video=3)
     assert out[:, 0].tolist() == [11, 35, 59]
     np.testing.assert_array_equal(out[1], np.arange(35, 64, 4))
 
 
-@pytest.mark.parametrize("num_frames, clip_len, stride", [(100, 8, 4), (17, 8, 1), (301, 32, 2)])
-def test_multi_clip_single_equals_center(num_frames, clip_len, stride):
+@pytest.mark.parametrize("num_frames, frames, stride", [(100, 8, 4), (17, 8, 1), (301, 32, 2)])
+def test_multi_clip_single_equals_center(num_frames, frames, stride):
     np.testing.assert_array_equal(
-        multi_clip(num_frames, clip_len, stride, num_clips=1)[0],
-        dense_clip(num_frames, clip_len, stride),
+        multi_clip(num_frames, frames, stride, clips_per_video=1)[0],
+        dense_clip(num_frames, frames, stride),
     )
 
 
@@ -166,18 +166,18 @@ def test_multi_clip_shape_range_and_order(num_clips):
 
 
 def test_multi_clip_short_video_repeats_clip():
-    out = multi_clip(3, 4, num_clips=2, short_policy="repeat_last")
+    out = multi_clip(3, 4, clips_per_video=2, short_policy="repeat_last")
     assert out.tolist() == [[0, 1, 2, 2], [0, 1, 2, 2]]
 
 
 def test_multi_clip_short_error():
     with pytest.raises(ClipTooShortError):
-        multi_clip(3, 4, num_clips=2, short_policy="error")
+        multi_clip(3, 4, clips_per_video=2, short_policy="error")
 
 
 def test_multi_clip_bad_num_clips():
-    with pytest.raises(ValueError, match="num_clips"):
-        multi_clip(100, 8, num_clips=0)
+    with pytest.raises(ValueError, match="clips_per_video"):
+        multi_clip(100, 8, clips_per_video=0)
 
 
 # --------------------------------------------------------------------------- segment
@@ -276,7 +276,7 @@ def test_sliding_windows_match_bounds():
 
 def test_sliding_windows_subsample_to_clip_len():
     # Window of 8 subsampled to 4: centres of 4 parts of 2 frames, offsets 1, 3, 5, 7.
-    out = sliding_windows(16, 8, 8, clip_len=4)
+    out = sliding_windows(16, 8, 8, frames=4)
     assert out.tolist() == [[1, 3, 5, 7], [9, 11, 13, 15]]
 
 
@@ -292,7 +292,7 @@ def test_sliding_windows_short_error():
         sliding_windows(3, 4, 2, short_policy="error")
 
 
-@pytest.mark.parametrize("kwargs", [{"window": 0}, {"stride": 0}, {"clip_len": 0}])
+@pytest.mark.parametrize("kwargs", [{"window": 0}, {"stride": 0}, {"frames": 0}])
 def test_sliding_windows_bad_arguments(kwargs):
     args = {"num_frames": 100, "window": 8, "stride": 4, **kwargs}
     with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -319,7 +319,7 @@ def test_seconds_to_frames_errors(seconds, fps, match):
 
 
 def test_config_dense_train_matches_dense_clip():
-    cfg = SamplingConfig(kind="dense", clip_len=8, stride=2, target_fps=15)
+    cfg = SamplingConfig(kind="dense", frames=8, stride=2, target_fps=15)
     np.testing.assert_array_equal(
         cfg.train_indices(300, 30, rng(5)),
         dense_clip(300, 8, 2, mode="random", rng=rng(5), fps=30, target_fps=15),
@@ -327,32 +327,32 @@ def test_config_dense_train_matches_dense_clip():
 
 
 def test_config_dense_eval_matches_multi_clip():
-    cfg = SamplingConfig(clip_len=8, stride=2, num_clips=4)
+    cfg = SamplingConfig(frames=8, stride=2, clips_per_video=4)
     np.testing.assert_array_equal(cfg.eval_indices(300, 30.0), multi_clip(300, 8, 2, 4))
 
 
 def test_config_segment_train_matches_segment():
-    cfg = SamplingConfig(kind="segment", clip_len=8)
+    cfg = SamplingConfig(kind="segment", frames=8)
     np.testing.assert_array_equal(
         cfg.train_indices(300, None, rng(5)), segment(300, 8, mode="random", rng=rng(5))
     )
 
 
 def test_config_segment_eval_one_clip_is_centres():
-    cfg = SamplingConfig(kind="segment", clip_len=3)
+    cfg = SamplingConfig(kind="segment", frames=3)
     assert cfg.eval_indices(10, None).tolist() == [segment(10, 3).tolist()]
 
 
 def test_config_segment_eval_offsets():
     # 12 frames, 3 segments of 4; clips take 1/4 and 3/4 of the way through each segment.
-    cfg = SamplingConfig(kind="segment", clip_len=3, num_clips=2)
+    cfg = SamplingConfig(kind="segment", frames=3, clips_per_video=2)
     assert cfg.eval_indices(12, None).tolist() == [[1, 5, 9], [3, 7, 11]]
 
 
 @pytest.mark.parametrize("kind", ["dense", "segment"])
 @pytest.mark.parametrize("num_frames", [1, 5, 200])
 def test_config_shapes(kind, num_frames):
-    cfg = SamplingConfig(kind=kind, clip_len=8, num_clips=3)
+    cfg = SamplingConfig(kind=kind, frames=8, clips_per_video=3)
     assert cfg.train_indices(num_frames, 25.0, rng()).shape == (8,)
     evaluation = cfg.eval_indices(num_frames, 25.0)
     assert evaluation.shape == (3, 8)
@@ -361,7 +361,7 @@ def test_config_shapes(kind, num_frames):
 
 @pytest.mark.parametrize("kind", ["dense", "segment"])
 def test_config_short_error(kind):
-    cfg = SamplingConfig(kind=kind, clip_len=8, short_policy="error")
+    cfg = SamplingConfig(kind=kind, frames=8, short_policy="error")
     with pytest.raises(ClipTooShortError):
         cfg.train_indices(5, 25.0, rng())
     with pytest.raises(ClipTooShortError):
@@ -374,7 +374,7 @@ def test_config_short_error(kind):
         ({"kind": "segment", "stride": 2}, "do not apply"),
         ({"kind": "segment", "target_fps": 15}, "do not apply"),
         ({"kind": "tsn"}, "kind"),
-        ({"clip_len": 0}, "clip_len"),
+        ({"frames": 0}, "frames"),
         ({"short_policy": "pad"}, "short_policy"),
         ({"num_clip": 3}, "num_clip"),  # typo is refused, not ignored
     ],
@@ -387,4 +387,4 @@ def test_config_rejects_bad_fields(kwargs, match):
 def test_config_is_frozen():
     cfg = SamplingConfig()
     with pytest.raises(ValueError):
-        cfg.clip_len = 4
+        cfg.frames = 4

@@ -9,9 +9,8 @@ import itertools
 import os
 import time
 
-import pytest
-
 from conftest import require_videos
+
 from vidzoo.data.video import VideoReader
 
 # Small fixtures of several containers and codecs, cycled.

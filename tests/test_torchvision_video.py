@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import input_size
 from torch import nn
 from torchvision.models import video as tv_video
 
@@ -26,12 +27,12 @@ ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t")
 
 def tiny(name: str, **kwargs: object) -> VideoClassifier:
     torch.manual_seed(0)
-    return create_model(name, num_classes=5, **get_model_entry(name).test_kwargs, **kwargs)
+    return create_model(name, num_classes=5, **get_model_entry(name).test_args, **kwargs)
 
 
 def clip_for(model: VideoClassifier) -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(2, 3, *model.default_cfg.input_size, generator=generator)
+    return torch.randn(2, 3, *input_size(model.default_cfg), generator=generator)
 
 
 # --- sizes and layout ----------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def test_eval_logits_equal_the_wrapped_torchvision_module(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "input_size"),
+    ("name", "clip_size"),
     [
         ("r3d_18", (16, 112, 112)),
         ("mc3_18", (16, 112, 112)),
@@ -89,20 +90,20 @@ def test_eval_logits_equal_the_wrapped_torchvision_module(name: str) -> None:
         ("swin3d_t", (32, 224, 224)),
     ],
 )
-def test_default_cfg_matches_the_weights_preprocessing(name: str, input_size: tuple) -> None:
+def test_default_cfg_matches_the_weights_preprocessing(name: str, clip_size: tuple) -> None:
     with torch.device("meta"):
         cfg = create_model(name).default_cfg
-    preprocessing = get_model_entry(name).weights["kinetics400"]["preprocessing"]
-    assert cfg.input_size == input_size
-    assert list(cfg.input_size[1:]) == preprocessing["crop"]
-    assert cfg.norm == {"mean": preprocessing["mean"], "std": preprocessing["std"]}
-    assert (cfg.sampling, cfg.frame_stride, cfg.classes) == ("dense", 1, None)
+    weights_clip = get_model_entry(name).weights["kinetics400"].clip
+    assert input_size(cfg) == clip_size
+    assert cfg.clip.size == weights_clip.size
+    assert cfg.clip.norm == weights_clip.norm
+    assert (cfg.clip.sampling, cfg.clip.frame_stride, cfg.classes) == ("dense", 1, None)
 
 
 def test_video_resnets_use_the_published_kinetics_normalisation() -> None:
     with torch.device("meta"):
         cfg = create_model("r3d_18").default_cfg
-    assert cfg.norm == {"mean": [0.43216, 0.394666, 0.37645], "std": [0.22803, 0.22145, 0.216989]}
+    assert cfg.clip.norm == {"mean": [0.43216, 0.394666, 0.37645], "std": [0.22803, 0.22145, 0.216989]}
 
 
 # --- S3D head ------------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ def test_s3d_head_equals_torchvisions_fixed_pool_on_a_2x7x7_map() -> None:
     model = create_model("s3d", num_classes=7).eval()
     fmap = torch.randn(2, 1024, 2, 7, 7, generator=torch.Generator().manual_seed(0))
     original = model.get_classifier()(nn.AvgPool3d((2, 7, 7), stride=1)(fmap)).mean(dim=(2, 3, 4))
-    ours = model.forward_head(model.net.avgpool(fmap).flatten(1))
+    ours = model.forward_head(fmap)
     torch.testing.assert_close(ours, original)
 
 
@@ -134,10 +135,10 @@ def test_mvit_refuses_a_clip_of_another_size() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"arch": "mvit_v2_s", "num_frames": 5}, "even number of frames and height/width"),
+        ({"arch": "mvit_v2_s", "frames": 5}, "even number of frames and height/width"),
         ({"arch": "r3d_18", "dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"arch": "r3d_18", "num_classes": 0}, "num_classes must be a positive int"),
-        ({"arch": "r3d_18", "img_size": (112, 112, 3)}, "img_size must be an int or"),
+        ({"arch": "r3d_18", "size": (112, 112, 3)}, "size must be an int or"),
         ({"arch": "r3d_50"}, "arch must be one of"),
     ],
 )
@@ -147,7 +148,7 @@ def test_bad_arguments_are_value_errors(kwargs: dict, message: str) -> None:
 
 
 def test_a_non_rgb_clip_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match=r"takes RGB clips \(B, 3, T, H, W\), got 1x4x32x32"):
+    with pytest.raises(ValueError, match=r"takes clips \(B, C, T, H, W\) with C = 3, got 1x4x32x32"):
         tiny("mc3_18")(torch.zeros(1, 1, 4, 32, 32))
 
 
@@ -161,22 +162,24 @@ def test_list_pretrained_has_kinetics400_for_every_model() -> None:
 @pytest.mark.parametrize("name", ARCHS)
 def test_kinetics400_weights_describe_themselves(name: str) -> None:
     weights = get_model_entry(name).weights["kinetics400"]
-    assert weights["source"].startswith("https://download.pytorch.org/models/")
-    assert f"-{weights['sha256_prefix']}.pth" in weights["source"]
-    assert len(weights["classes"]) == 400 and weights["classes"][0] == "abseiling"
-    assert weights["num_params"] == model_parameter_count(name, num_classes=400)
-    assert set(weights["metrics"]["kinetics400"]) == {"acc@1", "acc@5"}
-    assert weights["licence"]
+    assert weights.url.startswith("https://download.pytorch.org/models/")
+    assert f"-{weights.sha256}.pth" in weights.url
+    assert len(weights.classes) == 400 and weights.classes[0] == "abseiling"
+    assert weights.num_params == model_parameter_count(name, num_classes=400)
+    assert set(weights.metrics["kinetics400"]) == {"acc@1", "acc@5"}
+    assert weights.licence
 
 
 @pytest.mark.parametrize(
     ("name", "top1"), [("r3d_18", 63.2), ("mc3_18", 64.0), ("r2plus1d_18", 67.5), ("s3d", 68.4)]
 )
 def test_kinetics400_top1_matches_the_reference(name: str, top1: float) -> None:
-    metrics = get_model_entry(name).weights["kinetics400"]["metrics"]["kinetics400"]
+    metrics = get_model_entry(name).weights["kinetics400"].metrics["kinetics400"]
     assert round(metrics["acc@1"], 1) == top1
 
 
 def test_kinetics400_evaluation_protocol_is_recorded() -> None:
-    evaluation = get_model_entry("r3d_18").weights["kinetics400"]["evaluation"]
-    assert evaluation == {"frame_rate": 15, "clips_per_video": 5, "clip_len": 16}
+    weights = get_model_entry("r3d_18").weights["kinetics400"]
+    assert (weights.clip.frames, weights.clip.clips_per_video, weights.clip.resize_short) == (16, 5, 128)
+    # The frame rate the clips were resampled to: no field of the clip description, said in the notes.
+    assert "'frame_rate': 15" in weights.notes

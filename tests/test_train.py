@@ -15,14 +15,22 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import input_size, tiny_config
 from torch import nn
 
-from conftest import TINY_MODEL, tiny_config
 from vidzoo.data import video as video_module
-from vidzoo.data.datasets import load_source
+from vidzoo.data.clip import ClipSpec
+from vidzoo.data.sources import load_source
 from vidzoo.data.video import VideoDecodeError, VideoReader
-from vidzoo.model_file import load_model, read_model_metadata
-from vidzoo.train import TrainConfig, TrainingError, VideoClassificationModule, read_metrics, train
+from vidzoo.model_file import read_model_metadata
+from vidzoo.models import load_model
+from vidzoo.train import (
+    TrainConfig,
+    TrainingError,
+    VideoClassificationModule,
+    read_metrics,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
@@ -38,7 +46,7 @@ STEPS_PER_EPOCH = 2
 @pytest.fixture(scope="module")
 def two_epochs(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     """One 2-epoch run at frame stride 2, shared by the run-directory and resume tests."""
-    config = tiny_config(dataset, tmp_path_factory.mktemp("runs") / "a", stride=2)
+    config = tiny_config(dataset, tmp_path_factory.mktemp("runs") / "a", frame_stride=2)
     return config, train(config)
 
 
@@ -47,7 +55,7 @@ def two_epochs(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_run_dir_config_yaml_loads_back_to_the_config(two_epochs):
     config, result = two_epochs
-    assert TrainConfig.from_file(Path(result.run_dir) / "config.yaml") == config
+    assert TrainConfig.load(Path(result.run_dir) / "config.yaml") == config
 
 
 def test_run_dir_metrics_csv_has_one_row_per_epoch_with_every_column(two_epochs):
@@ -55,10 +63,12 @@ def test_run_dir_metrics_csv_has_one_row_per_epoch_with_every_column(two_epochs)
     path = Path(result.run_dir) / "metrics.csv"
     with open(path, newline="") as f:
         header = next(csv.reader(f))
-    assert header == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "bad_videos"]
+    assert header == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "clips_per_s",
+                      "data_wait", "bad_videos"]
     rows = read_metrics(path)
     assert [row["epoch"] for row in rows] == [0, 1]
     assert all(value is not None for row in rows for value in row.values())
+    assert all(0 <= row["data_wait"] <= 1 and row["clips_per_s"] > 0 for row in rows)
 
 
 @pytest.mark.parametrize("name", ["curves.png", "confusion_val.png"])
@@ -94,9 +104,9 @@ def test_model_file_loads_with_the_dataset_classes_in_order(two_epochs, dataset:
 
 def test_model_file_records_the_training_clip(two_epochs):
     _, result = two_epochs
-    meta = read_model_metadata(result.model_file)
-    assert meta["sampling"] == {"kind": "dense", "frame_stride": 2}
-    assert (meta["input"]["frames"], meta["input"]["height"]) == (8, 16)
+    clip = read_model_metadata(result.model_file)["clip"]
+    assert (clip["sampling"], clip["frame_stride"], clip["frames"], clip["size"]) == ("dense", 2, 8, [16, 16])
+    assert load_model(result.model_file).clip_spec == ClipSpec(**result.clip)
 
 
 # --------------------------------------------------------------------------- resume
@@ -139,7 +149,7 @@ def test_resume_appends_to_metrics_csv(resumed):
 # 8 frames every 4th frame span 29 frames: in a 50-frame video every start (0..21) reaches frame 28.
 # Batches of 3 split the 9 videos evenly: a last batch of 1 would fail in BatchNorm, whose input
 # is 1x1x1 per channel at conv5 in this tiny C3D-BN.
-BROKEN_CLIP = dict(frames=8, stride=4, batch_size=3)
+BROKEN_CLIP = dict(frames=8, frame_stride=4, batch_size=3)
 
 
 @pytest.fixture
@@ -157,7 +167,7 @@ def data_with_broken_video(dataset: Path, tmp_path: Path) -> Path:
 def test_broken_video_fails_for_every_training_clip():
     # The premise of the two tests below, checked rather than assumed: the clip starting at
     # frame 0 reaches least far, and it already hits the undecodable frames.
-    offsets = range(0, BROKEN_CLIP["frames"] * BROKEN_CLIP["stride"], BROKEN_CLIP["stride"])
+    offsets = range(0, BROKEN_CLIP["frames"] * BROKEN_CLIP["frame_stride"], BROKEN_CLIP["frame_stride"])
     with VideoReader(BROKEN) as video, pytest.raises(VideoDecodeError):
         video.get_frames(list(offsets), size=16)
 
@@ -235,16 +245,16 @@ def test_target_accuracy_stops_after_the_first_epoch(dataset, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_config_from_file_reads_yaml_and_json(tmp_path, suffix):
-    values = {"data": "videos/train.csv", "model_kwargs": {"width": 0.25}, "epochs": 3, "schedule": "cosine"}
+    values = {"data": "videos/train.csv", "model_args": {"width": 0.25}, "epochs": 3, "schedule": "cosine"}
     path = tmp_path / f"run{suffix}"
     path.write_text(json.dumps(values) if suffix == ".json" else yaml.safe_dump(values))
-    assert TrainConfig.from_file(path) == TrainConfig(**values)
+    assert TrainConfig.load(path) == TrainConfig(**values)
 
 
 def test_config_from_file_overrides_win_and_none_is_ignored(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"data": "a.csv", "epochs": 3, "lr": 0.01}))
-    config = TrainConfig.from_file(path, epochs=5, lr=None)
+    config = TrainConfig.load(path, epochs=5, lr=None)
     assert (config.epochs, config.lr) == (5, 0.01)
 
 
@@ -252,7 +262,7 @@ def test_config_from_file_rejects_an_unknown_key_by_name(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"data": "a.csv", "learning_rate": 0.01}))
     with pytest.raises(ValueError, match="learning_rate"):
-        TrainConfig.from_file(path)
+        TrainConfig.load(path)
 
 
 def test_config_rejects_val_and_val_split_together():
@@ -269,7 +279,7 @@ def ddp_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("ddp")
     config = tiny_config(dataset, out / "run", epochs=1, batch_size=2, record_samples=True)
     config_file = out / "ddp.yaml"
-    config_file.write_text(yaml.safe_dump(config.model_dump()))
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     # Lightning's ddp strategy relaunches this command once per extra rank.
     command = [str(Path(sys.executable).with_name("vidzoo")), "train", "--config", str(config_file),
                "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
@@ -306,9 +316,9 @@ def test_ddp_run_reports_once_from_rank_zero(ddp_run):
 
 def test_frames_and_size_build_the_model_for_the_clips(dataset, tmp_path):
     # C3D's fc6 is sized by its input: --frames/--size alone must be enough to train it.
-    config = tiny_config(dataset, tmp_path / "run", model_kwargs={"width": 0.0625, "dropout": 0.0},
+    config = tiny_config(dataset, tmp_path / "run", model_args={"width": 0.0625, "dropout": 0.0},
                          frames=8, size=16, epochs=1)
     result = train(config)
     model = load_model(result.model_file)
-    assert (model.init_kwargs["num_frames"], model.init_kwargs["img_size"]) == (8, 16)
-    assert model.default_cfg.input_size == (8, 16, 16)
+    assert (model.model_args["frames"], model.model_args["size"]) == (8, [16, 16])
+    assert input_size(model.default_cfg) == (8, 16, 16)

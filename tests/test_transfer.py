@@ -10,12 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_ARGS, TINY_MODEL, input_size, tiny_config
 from typer.testing import CliRunner
 
-from conftest import TINY_MODEL, tiny_config
 from vidzoo.cli import app
-from vidzoo.model_file import load_model, read_model_metadata, save_model
-from vidzoo.models import create_model, get_model_entry, list_models
+from vidzoo.model_file import read_model_metadata
+from vidzoo.models import (
+    create_model,
+    get_model_entry,
+    list_models,
+    load_model,
+    save_model,
+)
 from vidzoo.train import TrainConfig, VideoClassificationModule, train
 from vidzoo.transfer import (
     TruncatedClassifier,
@@ -32,12 +38,12 @@ from vidzoo.weights import classifier_keys
 
 def tiny(name: str, num_classes: int = 3, **kwargs):
     torch.manual_seed(0)
-    return create_model(name, num_classes=num_classes, **{**get_model_entry(name).test_kwargs, **kwargs})
+    return create_model(name, num_classes=num_classes, **{**get_model_entry(name).test_args, **kwargs})
 
 
 def clip_for(model, batch: int = 2) -> torch.Tensor:
     cfg = model.default_cfg
-    return torch.randn(batch, cfg.in_chans, *cfg.input_size, generator=torch.Generator().manual_seed(1))
+    return torch.randn(batch, cfg.in_chans, *input_size(cfg), generator=torch.Generator().manual_seed(1))
 
 
 def trainable(model) -> set[str]:
@@ -88,7 +94,7 @@ def test_an_unknown_layer_lists_the_layers_with_a_did_you_mean() -> None:
 
 
 def test_a_model_without_layers_says_to_use_backbone() -> None:
-    with pytest.raises(ValueError, match="swin3d_t names no layers .* use 'backbone'"):
+    with pytest.raises(ValueError, match="swin3d_t lists no layers .* or 'backbone'"):
         freeze(tiny("swin3d_t"), until="features.3")
 
 
@@ -183,8 +189,10 @@ def test_truncated_i3d_pools_the_cut_layers_output() -> None:
     clip = clip_for(model)
     original(clip)
     cut = truncate(model, after="Mixed_4f", num_classes=5).eval()
-    assert cut.num_features == taps["4f"].shape[1] == model.feature_info[12]["channels"]
-    torch.testing.assert_close(cut.forward_features(clip), taps["4f"].mean(dim=(2, 3, 4)), rtol=0, atol=0)
+    assert cut.num_features == taps["4f"].shape[1] == model.feature_info[12].channels
+    torch.testing.assert_close(cut.forward_features(clip), taps["4f"], rtol=0, atol=0)
+    torch.testing.assert_close(cut.forward_head(cut.forward_features(clip), pre_logits=True),
+                               taps["4f"].mean(dim=(2, 3, 4)), rtol=0, atol=0)
     assert cut(clip).shape == (2, 5)
 
 
@@ -204,14 +212,16 @@ def test_truncated_per_frame_model_averages_frames_and_space() -> None:
     b, c, t, h, w = clip.shape
     frames = clip.transpose(1, 2).reshape(b * t, c, h, w)
     expected = torch.nn.Sequential(*list(original.backbone.net.children())[:3])(frames).mean(dim=(2, 3)).reshape(b, t, -1).mean(1)
-    torch.testing.assert_close(cut.forward_features(clip), expected, rtol=1e-6, atol=1e-6)
+    pooled = cut.forward_head(cut.forward_features(clip), pre_logits=True)
+    torch.testing.assert_close(pooled, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_c3d_cut_at_pool5_with_an_mlp_head_keeps_the_contract() -> None:
     cut = truncate(tiny("c3d"), after="pool5", head="mlp", hidden=16, num_classes=4)
     clip = clip_for(cut)
     feats = cut.forward_features(clip)
-    assert feats.shape == (2, cut.num_features) and cut.forward_head(feats, pre_logits=True).shape == feats.shape
+    assert feats.shape[:2] == (2, cut.num_features)  # the pool5 map
+    assert cut.forward_head(feats, pre_logits=True).shape == (2, cut.num_features)
     cut(clip).sum().backward()
     assert all(p.grad is not None for p in cut.parameters())
     cut.reset_classifier(6)
@@ -226,10 +236,10 @@ def test_c2d_vgg16_cuts_after_a_block() -> None:
 
 def test_truncated_model_saves_and_loads_with_identical_outputs(tmp_path: Path) -> None:
     model = create_model("i3d", num_classes=5, truncate={"after": "Mixed_4f", "head": "mlp"},
-                         **get_model_entry("i3d").test_kwargs).eval()
+                         **get_model_entry("i3d").test_args).eval()
     assert isinstance(model, TruncatedClassifier)
     path = save_model(model, directory=tmp_path, history="synthetic")
-    assert read_model_metadata(path)["kwargs"]["truncate"] == {
+    assert read_model_metadata(path)["model_args"]["truncate"] == {
         "after": "features.Mixed_4f", "head": "mlp", "dropout": 0.5, "hidden": None}
     loaded = load_model(path)
     clip = clip_for(model)
@@ -243,7 +253,7 @@ def test_truncate_an_unknown_layer_lists_the_layers() -> None:
 
 def test_create_model_refuses_unknown_truncate_keys() -> None:
     with pytest.raises(ValueError, match=r"unknown truncate keys \['layer'\]; allowed: after, head, dropout, hidden"):
-        create_model("c3d", truncate={"after": "pool5", "layer": 1}, **get_model_entry("c3d").test_kwargs)
+        create_model("c3d", truncate={"after": "pool5", "layer": 1}, **get_model_entry("c3d").test_args)
 
 
 # --- training flags --------------------------------------------------------------------------------
@@ -278,8 +288,9 @@ def start_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_cli_freeze_backbone_keeps_the_backbone_bit_identical(dataset, start_file, tmp_path) -> None:
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"model": "c3d_bn", "model_kwargs": TINY_MODEL, "workers": 0,
-                                      "progress": False, "batch_size": 4, "epochs": 1}))
+    config.write_text(yaml.safe_dump({"model": "c3d_bn", "model_args": TINY_ARGS, "frames": TINY_MODEL["frames"],
+                                      "size": TINY_MODEL["size"], "workers": 0, "progress": False, "batch_size": 4,
+                                      "epochs": 1}))
     result = CliRunner().invoke(app, [
         "train", "--config", str(config), "--data", str(dataset / "train.csv"), "--val", str(dataset / "val.csv"),
         "--pretrained", str(start_file), "--freeze", "backbone", "--lr", "0.01", "--out", str(tmp_path / "run"),
@@ -341,4 +352,4 @@ def test_truncate_after_trains_and_saves_a_truncated_model(dataset, tmp_path) ->
     result = train(tiny_config(dataset, tmp_path, epochs=1, truncate_after="conv4b"))
     model = load_model(result.model_file)
     assert isinstance(model, TruncatedClassifier) and model.after == "features.conv4b"
-    assert read_model_metadata(result.model_file)["kwargs"]["truncate"]["after"] == "features.conv4b"
+    assert read_model_metadata(result.model_file)["model_args"]["truncate"]["after"] == "features.conv4b"

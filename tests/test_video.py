@@ -20,9 +20,9 @@ import av
 import numpy as np
 import pytest
 import torch
-
 from conftest import require_videos
 from make_golden import block_means
+
 from vidzoo.data.video import (
     CorruptVideoError,
     NotAVideoError,

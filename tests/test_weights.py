@@ -7,22 +7,22 @@ Nothing here downloads: VIDZOO_OFFLINE=1 and the caches point into tmp_path."""
 from __future__ import annotations
 
 import hashlib
-import urllib.error
 import json
 import logging
 import re
+import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import replace_weights
 from safetensors.torch import save_file
+from test_i3d import piergiaj_state_dict
 from typer.testing import CliRunner
 
-from test_i3d import piergiaj_state_dict
 from vidzoo.cli import app
 from vidzoo.data.synthetic import make_synthetic_dataset
-from vidzoo.model_file import load_model, save_model
-from vidzoo.models import create_model, get_model_entry
+from vidzoo.models import create_model, load_model, save_model
 from vidzoo.train import TrainConfig, train
 from vidzoo.weights import (
     UnknownWeightsError,
@@ -33,8 +33,8 @@ from vidzoo.weights import (
     load_pretrained,
 )
 
-TINY_R3D = {"num_frames": 4, "img_size": 32}
-TINY_C3D = {"width": 0.0625, "num_frames": 8, "img_size": 16, "dropout": 0.0}
+TINY_R3D = {"frames": 4, "size": 32}
+TINY_C3D = {"width": 0.0625, "frames": 8, "size": 16, "dropout": 0.0}
 R3D_HEAD = ["net.fc.weight", "net.fc.bias"]
 
 
@@ -61,10 +61,9 @@ def r3d_torchvision_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 def publish(monkeypatch: pytest.MonkeyPatch, sha256: str) -> str:
     """Point r3d_18.kinetics400 at a URL whose file name carries ``sha256``'s prefix, as
     torchvision's do; return that file name."""
-    entry = get_model_entry("r3d_18").weights["kinetics400"]
     filename = f"r3d_18-{sha256[:8]}.pth"
-    monkeypatch.setitem(entry, "source", f"https://download.pytorch.org/models/{filename}")
-    monkeypatch.setitem(entry, "sha256_prefix", sha256[:8])
+    replace_weights(monkeypatch, "r3d_18", "kinetics400", url=f"https://download.pytorch.org/models/{filename}",
+                    sha256=sha256[:8])
     return filename
 
 
@@ -85,7 +84,7 @@ def test_tag_from_the_torch_hub_cache_loads_everything_with_400_classes(
     assert model.num_classes == 400
     assert report.skipped_head == [] and report.not_covered == []
     assert sorted(report.loaded) == sorted(f"net.{key}" for key in state)
-    assert report.file == str(cached) and report.sha256 == sha256
+    assert report.file == str(cached) and report.file_sha256 == sha256
     assert len(model.classes) == 400 and model.classes[0] == "abseiling"
     assert torch.equal(model.net.fc.weight, state["fc.weight"])
 
@@ -145,9 +144,9 @@ def test_online_download_into_a_fresh_cache_and_a_failed_download(monkeypatch, o
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(WeightsNotFoundError, match=r"could not download https://download\.pytorch\.org/models/i3d"):
-        publish_other = get_model_entry("i3d").weights["imagenet"]
-        monkeypatch.setitem(publish_other, "source", "https://download.pytorch.org/models/i3d-test.pth")
-        create_model("i3d", pretrained="imagenet", num_frames=16, img_size=32, width=0.125)
+        replace_weights(monkeypatch, "i3d", "imagenet", url="https://download.pytorch.org/models/i3d-test.pth",
+                        sha256=None)
+        create_model("i3d", pretrained="imagenet", frames=16, size=32, width=0.125)
 
 
 def test_the_real_entry_is_looked_for_under_torchvisions_file_name(offline):
@@ -213,7 +212,7 @@ def test_vidzoo_model_file_with_a_new_class_count_gets_a_new_head(tmp_path):
     for key, value in trained.state_dict().items():
         if key not in head:
             assert torch.equal(model.state_dict()[key], value), key
-    assert model.init_kwargs == {"num_classes": 3, **TINY_C3D}  # no pretrained= to refetch
+    assert model.model_args == {"num_classes": 3, **TINY_C3D}  # no pretrained= to refetch
 
 
 def test_plain_safetensors_state_dict_loads(tmp_path):
@@ -239,11 +238,11 @@ def test_piergiaj_i3d_file_via_the_converter_with_a_new_head(tmp_path):
 def test_piergiaj_file_for_another_model_is_an_error(tmp_path):
     path = tmp_path / "rgb_imagenet.pt"
     torch.save({"Conv3d_1a_7x7.conv3d.weight": torch.zeros(1)}, path)
-    with pytest.raises(WeightsMismatchError, match="only fit 'i3d'"):
+    with pytest.raises(WeightsMismatchError, match="unexpected \\(not in the model\\): 'Conv3d_1a_7x7.conv3d.weight'"):
         create_model("c3d_bn", pretrained=str(path), num_classes=5, **TINY_C3D)
 
 
-TIMM_TINY = {"backbone": "mobilenetv3_small_050", "num_frames": 2, "img_size": 32}
+TIMM_TINY = {"backbone": "mobilenetv3_small_050", "frames": 2, "size": 32}
 
 
 def test_timm_imagenet_offline_without_cache_names_the_hub_file(monkeypatch, tmp_path):
@@ -287,7 +286,7 @@ def test_cli_lists_pretrained_weights_as_json():
     r3d = rows["r3d_18.kinetics400"]
     assert r3d["num_classes"] == 400 and r3d["acc@1"] == 63.2
     assert r3d["source"] == "https://download.pytorch.org/models/r3d_18-b3b3357e.pth"
-    assert rows["c2d_resnet50.imagenet"]["source"].startswith("hf-hub:timm/resnet50")
+    assert rows["c2d_resnet50.imagenet"]["source"].startswith("timm:resnet50")
 
 
 def test_train_from_a_model_file_with_another_class_count(tmp_path):
@@ -296,7 +295,7 @@ def test_train_from_a_model_file_with_another_class_count(tmp_path):
     torch.manual_seed(123)  # not the run's seed: a fresh init would differ from these weights
     start = save_model(create_model("c3d_bn", num_classes=3, **TINY_C3D), tmp_path / "start.safetensors")
     config = TrainConfig(
-        model="c3d_bn", model_kwargs=dict(TINY_C3D), data=str(data / "train.csv"),
+        model="c3d_bn", model_args={"width": 0.0625, "dropout": 0.0}, frames=8, size=16, data=str(data / "train.csv"),
         val=str(data / "val.csv"), workers=0, progress=False, batch_size=4, epochs=1,
         out=str(tmp_path / "run"), pretrained=str(start),
     )

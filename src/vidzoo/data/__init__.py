@@ -1,2 +1,2 @@
-"""The data pipeline: decoders (bytes to frames), samplers (which frames), transforms
-(pixels to tensors), and datasets that wire the three together."""
+"""Data: decoders (bytes to frames), samplers (which frames), transforms (pixels to tensors),
+annotation sources, the clip description, and the dataset that wires them together."""

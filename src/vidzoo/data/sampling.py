@@ -4,7 +4,7 @@ Pure functions from a video's length (and frame rate) to frame indices. Every fu
 int64 numpy indices in ``[0, num_frames - 1]`` with an exact, documented shape; randomness comes
 only from an explicit ``numpy.random.Generator``, so the same seed gives the same clip.
 
-- `dense_clip`: ``clip_len`` frames every ``stride`` frames (C3D, I3D, SlowFast).
+- `dense_clip`: ``frames`` frames every ``stride`` frames (C3D, I3D, SlowFast).
 - `multi_clip`: K dense clips spread over the video, for video-level evaluation.
 - `segment`: one frame from each of N equal segments (TSN).
 - `sliding_windows` / `window_bounds`: overlapping windows over a whole video, for inference.
@@ -21,6 +21,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vidzoo.data.clip import SHORT_POLICIES as _SHORT_POLICIES
+from vidzoo.data.clip import ShortPolicy
+
 __all__ = [
     "ClipTooShortError",
     "ShortPolicy",
@@ -33,8 +36,6 @@ __all__ = [
     "seconds_to_frames",
 ]
 
-ShortPolicy = Literal["loop", "repeat_last", "error"]
-_SHORT_POLICIES = ("loop", "repeat_last", "error")
 _MODES = ("center", "random")
 
 
@@ -114,7 +115,7 @@ def _apply_short_policy(indices: np.ndarray, num_frames: int, policy: str) -> np
 
 def _dense_starts(
     num_frames: int,
-    clip_len: int,
+    frames: int,
     stride: int,
     fps: float | None,
     target_fps: float | None,
@@ -123,15 +124,15 @@ def _dense_starts(
     """Offsets of one clip, and the last start that keeps the clip inside the video (< 0: short)."""
     num_frames = _check_int("num_frames", num_frames)
     _check_choice("short_policy", short_policy, _SHORT_POLICIES)
-    clip_len = _check_int("clip_len", clip_len)
+    frames = _check_int("frames", frames)
     step = _dense_step(stride, fps, target_fps)
-    offsets = np.floor(np.arange(clip_len) * step + 0.5).astype(np.int64)
+    offsets = np.floor(np.arange(frames) * step + 0.5).astype(np.int64)
     return offsets, num_frames - (int(offsets[-1]) + 1)
 
 
 def dense_clip(
     num_frames: int,
-    clip_len: int,
+    frames: int,
     stride: int = 1,
     *,
     mode: Literal["center", "random"] = "center",
@@ -140,7 +141,7 @@ def dense_clip(
     target_fps: float | None = None,
     short_policy: ShortPolicy = "loop",
 ) -> np.ndarray:
-    """``clip_len`` frame indices, one every ``stride`` frames, shape ``(clip_len,)``.
+    """``frames`` frame indices, one every ``stride`` frames, shape ``(frames,)``.
 
     With ``target_fps`` (and the video's ``fps``) the step is ``stride * fps / target_fps``
     source frames, so ``stride`` counts frames at ``target_fps``; a step below 1 repeats frames.
@@ -152,7 +153,7 @@ def dense_clip(
     _check_choice("mode", mode, _MODES)
     if mode == "random":
         rng = _check_rng(rng, mode)
-    offsets, last_start = _dense_starts(num_frames, clip_len, stride, fps, target_fps, short_policy)
+    offsets, last_start = _dense_starts(num_frames, frames, stride, fps, target_fps, short_policy)
     if last_start < 0:
         start = 0
     elif mode == "random":
@@ -164,24 +165,24 @@ def dense_clip(
 
 def multi_clip(
     num_frames: int,
-    clip_len: int,
+    frames: int,
     stride: int = 1,
-    num_clips: int = 10,
+    clips_per_video: int = 10,
     *,
     fps: float | None = None,
     target_fps: float | None = None,
     short_policy: ShortPolicy = "loop",
 ) -> np.ndarray:
-    """``num_clips`` dense clips spread evenly over the video, shape ``(num_clips, clip_len)``.
+    """``clips_per_video`` dense clips spread evenly over the video, shape ``(clips_per_video, frames)``.
 
-    Clip k starts at ``floor((k + 0.5) / num_clips * last_start)``, where ``last_start`` is the
+    Clip k starts at ``floor((k + 0.5) / clips_per_video * last_start)``, where ``last_start`` is the
     last start that keeps a clip inside the video (MMAction2's test-time sampling): each clip sits
-    in the middle of its share of the video, and ``num_clips=1`` equals
+    in the middle of its share of the video, and ``clips_per_video=1`` equals
     ``dense_clip(mode="center")``. In a video shorter than one clip every clip starts at 0.
     """
-    num_clips = _check_int("num_clips", num_clips)
-    offsets, last_start = _dense_starts(num_frames, clip_len, stride, fps, target_fps, short_policy)
-    starts = np.floor((np.arange(num_clips) + 0.5) / num_clips * max(last_start, 0))
+    clips_per_video = _check_int("clips_per_video", clips_per_video)
+    offsets, last_start = _dense_starts(num_frames, frames, stride, fps, target_fps, short_policy)
+    starts = np.floor((np.arange(clips_per_video) + 0.5) / clips_per_video * max(last_start, 0))
     indices = starts.astype(np.int64)[:, None] + offsets[None, :]
     return _apply_short_policy(indices, num_frames, short_policy)
 
@@ -254,21 +255,21 @@ def sliding_windows(
     window: int,
     stride: int,
     *,
-    clip_len: int | None = None,
+    frames: int | None = None,
     short_policy: ShortPolicy = "loop",
 ) -> np.ndarray:
-    """Frame indices of each window of `window_bounds`, shape ``(num_windows, clip_len or window)``.
+    """Frame indices of each window of `window_bounds`, shape ``(num_windows, frames or window)``.
 
-    With ``clip_len`` each window is subsampled to ``clip_len`` frames at the centres of
-    ``clip_len`` equal parts of the window (as `segment` does). A video shorter than ``window``
+    With ``frames`` each window is subsampled to ``frames`` frames at the centres of
+    ``frames`` equal parts of the window (as `segment` does). A video shorter than ``window``
     is sampled as if it were long enough and mapped back by ``short_policy``.
     """
     _check_choice("short_policy", short_policy, _SHORT_POLICIES)
     starts = window_bounds(num_frames, window, stride)[:, 0]
-    if clip_len is None:
+    if frames is None:
         offsets = np.arange(window)
     else:
-        offsets = segment(window, _check_int("clip_len", clip_len))
+        offsets = segment(window, _check_int("frames", frames))
     return _apply_short_policy(starts[:, None] + offsets[None, :], num_frames, short_policy)
 
 
@@ -278,19 +279,19 @@ def sliding_windows(
 class SamplingConfig(BaseModel):
     """A sampler described as data; datasets call `train_indices` and `eval_indices` only.
 
-    ``kind="dense"``: ``clip_len`` frames every ``stride`` frames (at ``target_fps`` if set).
-    ``kind="segment"``: ``clip_len`` TSN segments; ``stride`` and ``target_fps`` do not apply,
+    ``kind="dense"``: ``frames`` frames every ``stride`` frames (at ``target_fps`` if set).
+    ``kind="segment"``: ``frames`` TSN segments; ``stride`` and ``target_fps`` do not apply,
     and short videos repeat frames unless ``short_policy="error"``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["dense", "segment"] = "dense"
-    clip_len: int = Field(16, ge=1)
+    frames: int = Field(16, ge=1)
     stride: int = Field(1, ge=1)
     target_fps: float | None = Field(None, gt=0)
     short_policy: ShortPolicy = "loop"
-    num_clips: int = Field(1, ge=1, description="clips per video at evaluation")
+    clips_per_video: int = Field(1, ge=1, description="clips per video at evaluation")
 
     @model_validator(mode="after")
     def _segment_has_no_stride(self) -> SamplingConfig:
@@ -304,20 +305,20 @@ class SamplingConfig(BaseModel):
 
     def _check_segment_length(self, num_frames: int) -> int:
         num_frames = _check_int("num_frames", num_frames)
-        if self.short_policy == "error" and num_frames < self.clip_len:
-            raise ClipTooShortError(num_frames, self.clip_len)
+        if self.short_policy == "error" and num_frames < self.frames:
+            raise ClipTooShortError(num_frames, self.frames)
         return num_frames
 
     def train_indices(
         self, num_frames: int, fps: float | None, rng: np.random.Generator
     ) -> np.ndarray:
-        """One random training clip, shape ``(clip_len,)``."""
+        """One random training clip, shape ``(frames,)``."""
         if self.kind == "segment":
             self._check_segment_length(num_frames)
-            return segment(num_frames, self.clip_len, mode="random", rng=rng)
+            return segment(num_frames, self.frames, mode="random", rng=rng)
         return dense_clip(
             num_frames,
-            self.clip_len,
+            self.frames,
             self.stride,
             mode="random",
             rng=rng,
@@ -327,20 +328,20 @@ class SamplingConfig(BaseModel):
         )
 
     def eval_indices(self, num_frames: int, fps: float | None) -> np.ndarray:
-        """``num_clips`` deterministic clips, shape ``(num_clips, clip_len)``.
+        """``clips_per_video`` deterministic clips, shape ``(clips_per_video, frames)``.
 
-        Dense: `multi_clip`. Segment: clip k takes the frame ``(k + 0.5) / num_clips`` of the way
+        Dense: `multi_clip`. Segment: clip k takes the frame ``(k + 0.5) / clips_per_video`` of the way
         through every segment, so one clip takes the segment centres.
         """
         if self.kind == "segment":
             num_frames = self._check_segment_length(num_frames)
-            fractions = (np.arange(self.num_clips) + 0.5) / self.num_clips
-            return np.stack([_segment_at(num_frames, self.clip_len, f) for f in fractions])
+            fractions = (np.arange(self.clips_per_video) + 0.5) / self.clips_per_video
+            return np.stack([_segment_at(num_frames, self.frames, f) for f in fractions])
         return multi_clip(
             num_frames,
-            self.clip_len,
+            self.frames,
             self.stride,
-            self.num_clips,
+            self.clips_per_video,
             fps=fps,
             target_fps=self.target_fps,
             short_policy=self.short_policy,

@@ -13,13 +13,14 @@ output every time.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 
 import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
+
+from vidzoo.data.clip import norm_mean_std
 
 __all__ = [
     "Transform",
@@ -288,32 +289,13 @@ class Normalize(Transform):
         self.std = [float(s) for s in std]
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Sequence[float]]) -> Normalize:
+    def from_spec(cls, spec: Mapping[str, Sequence[float]], channels: int = 3) -> Normalize:
         """From ``{"mean": [...], "std": [...]}`` or ``{"scale": [low, high]}``.
 
         A scale maps pixel 0 to ``low`` and 255 to ``high``: ``[0, 1]`` or ``[-1, 1]`` (Inception
-        style, as I3D uses).
+        style, as I3D uses), on `channels` channels.
         """
-        if not isinstance(spec, Mapping):
-            raise ValueError(f"a normalization spec must be a mapping, got {spec!r}")
-        forms = ({"mean", "std"}, {"scale"})
-        if set(spec) not in forms:
-            allowed = "{'mean': [...], 'std': [...]} or {'scale': [low, high]}"
-            unknown = sorted(set(spec) - {"mean", "std", "scale"})
-            hint = ""
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], ["mean", "std", "scale"], n=1)
-                hint = f"; did you mean {close[0]!r} for {unknown[0]!r}?" if close else ""
-            raise ValueError(f"normalization spec must be {allowed}, got {dict(spec)!r}{hint}")
-        if "scale" not in spec:
-            return cls(spec["mean"], spec["std"])
-        scale = list(spec["scale"])
-        if len(scale) != 2 or scale[0] >= scale[1]:
-            raise ValueError(f"scale must be [low, high] with low < high, got {scale}")
-        low, high = float(scale[0]), float(scale[1])
-        # (x / 255 - mean) / std == low + (high - low) * x / 255
-        mean, std = -low / (high - low), 1.0 / (high - low)
-        return cls([mean] * 3, [std] * 3)
+        return cls(*norm_mean_std(spec, channels))
 
     def __call__(
         self, video: torch.Tensor, generator: torch.Generator | None = None
@@ -339,21 +321,23 @@ def _normalize(norm: Normalize | Mapping[str, Sequence[float]]) -> Normalize:
     return norm if isinstance(norm, Normalize) else Normalize.from_spec(norm)
 
 
-def _default_resize_short(size: int) -> int:
-    # C3D's ratio: frames resized to 128 on the short side for 112 crops (256 for 224).
-    return math.floor(size * 128 / 112 + 0.5)
+def _default_resize_short(size: int | Sequence[int]) -> int:
+    # C3D's ratio: frames resized to 128 on the short side for 112 crops (256 for 224). The
+    # larger crop side decides, so a non-square crop fits in either orientation of the video.
+    return math.floor(max(_pair("size", size)) * 128 / 112 + 0.5)
 
 
 def train_transform(
-    size: int,
+    size: int | Sequence[int],
     resize_short: int | None = None,
     norm: Normalize | Mapping[str, Sequence[float]] = KINETICS400_NORM,
     flip: bool = True,
     random_resized_crop: bool = False,
 ) -> Compose:
-    """Training pipeline: uint8 ``(T, H, W, 3)`` to float32 ``(3, T, size, size)``.
+    """Training pipeline: uint8 ``(T, H, W, 3)`` to float32 ``(3, T, height, width)``.
 
-    Resize the short side to ``resize_short`` (default ``round(size * 128 / 112)``), random
+    ``size`` is an int (square) or (height, width). Resize the short side to ``resize_short``
+    (default ``round(max(size) * 128 / 112)``), random
     ``size`` crop, random flip, normalize. With ``random_resized_crop`` a `RandomResizedCrop`
     on the original frames replaces resize + crop, so ``resize_short`` must stay unset.
     """
@@ -374,16 +358,16 @@ def train_transform(
 
 
 def eval_transform(
-    size: int,
+    size: int | Sequence[int],
     resize_short: int | None = None,
     norm: Normalize | Mapping[str, Sequence[float]] = KINETICS400_NORM,
     crops: int = 1,
 ) -> Compose:
     """Evaluation pipeline: deterministic, no generator needed.
 
-    Resize the short side to ``resize_short`` (default ``round(size * 128 / 112)``), take the
-    centre crop (``crops=1``, output ``(3, T, size, size)``) or three crops along the long side
-    (``crops=3``, output ``(3 crops, 3, T, size, size)``), normalize.
+    Resize the short side to ``resize_short`` (default ``round(max(size) * 128 / 112)``), take
+    the centre ``size`` crop (``crops=1``, output ``(3, T, height, width)``) or three crops along
+    the long side (``crops=3``, output ``(3 crops, 3, T, height, width)``), normalize.
     """
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 or 3, got {crops!r}")

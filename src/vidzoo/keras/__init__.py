@@ -8,7 +8,13 @@ Read with h5py and JSON only: Keras is not imported and nothing from the file is
 """
 
 from vidzoo.keras.h5file import KerasImportError, read_keras_file
-from vidzoo.keras.importer import MIT_V1, import_h5, import_summary, load_h5, resolve_classes
+from vidzoo.keras.importer import (
+           MIT_V1,
+           import_h5,
+           import_summary,
+           load_h5,
+           resolve_classes,
+)
 from vidzoo.keras.layers import KerasWeightError
 from vidzoo.keras.model import KerasModel
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vidzoo.keras import layers as L
-from vidzoo.keras.config import MODEL_CLASSES, LayerSpec, ModelSpec
+from vidzoo.keras.config import LayerSpec, ModelSpec
 from vidzoo.keras.h5file import KerasImportError
 
 Shape = tuple[int, ...]
@@ -319,11 +319,6 @@ def _time_distributed(spec: LayerSpec, shapes: Sequence[Shape], ctx: BuildContex
     return L.TimeDistributed(spec.name, inner)
 
 
-def _nested(spec: LayerSpec, shapes: Sequence[Shape], ctx: BuildContext) -> nn.Module:
-    from vidzoo.keras.graph import KerasGraph  # graph builds layers with this module
-
-    assert spec.model is not None
-    return KerasGraph(spec.model, shapes, ctx, keras_name=spec.name)
-
-
-converter(*MODEL_CLASSES)(_nested)
+# Nested models (a Sequential or Functional model used as a layer) are built by
+# vidzoo.keras.graph, which registers its converter for MODEL_CLASSES: the graph builds its
+# layers with this module, so this module does not import it.

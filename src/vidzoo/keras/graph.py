@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidzoo.keras.config import LayerSpec, ModelSpec, TensorRef
-from vidzoo.keras.convert import BuildContext, build_layer
+from vidzoo.keras.config import MODEL_CLASSES, LayerSpec, ModelSpec, TensorRef
+from vidzoo.keras.convert import BuildContext, build_layer, converter
 from vidzoo.keras.h5file import KerasImportError
 from vidzoo.keras.layers import KerasLayer, KerasWeightError
 
@@ -193,3 +193,12 @@ def _meta_output_shapes(module: nn.Module, in_shapes: Sequence[Shape], name: str
     finally:
         module.train(training)
     return [tuple(t.shape) for t in (out if isinstance(out, tuple) else (out,))]
+
+
+def _nested(spec: LayerSpec, shapes: Sequence[Shape], ctx: BuildContext) -> nn.Module:
+    """A model used as a layer (nested Sequential/Functional) is a graph of its own."""
+    assert spec.model is not None
+    return KerasGraph(spec.model, shapes, ctx, keras_name=spec.name)
+
+
+converter(*MODEL_CLASSES)(_nested)

@@ -14,7 +14,10 @@ from vidzoo.keras.config import strip_training_config
 from vidzoo.keras.h5file import KerasFile, KerasImportError, read_keras_file
 from vidzoo.keras.model import ARCH, KerasModel
 from vidzoo.keras.weights_only import load_weights_only, mappable_archs
+from vidzoo.model_file import read_model_metadata
 from vidzoo.models._base import VideoClassifier
+from vidzoo.models.factory import create_model, save_model
+from vidzoo.models.names import parse_model_name
 
 # The 339 Moments in Time v1 categories in the dataset authors' order, shipped with vidzoo: a public
 # list from metalbubble/moments_models (category_momentsv1.txt at the parent of commit 659099e). The Keras zoo's own order may differ (see `resolve_classes`).
@@ -28,8 +31,8 @@ def load_h5(
     classes: str | os.PathLike[str] | Sequence[str] | None = None,
     *,
     arch: str | None = None,
-    num_frames: int | None = None,
-    img_size: int | Sequence[int] | None = None,
+    frames: int | None = None,
+    size: int | Sequence[int] | None = None,
 ) -> VideoClassifier:
     """A Keras ``.h5`` model file as a vidzoo model (``keras_graph``; for a weights-only file, ``arch``), in eval mode.
 
@@ -41,9 +44,9 @@ def load_h5(
         arch: for a weights-only file (no ``model_config``, from ``save_weights``), the vidzoo
             architecture to map the weights onto (``mappable_archs()``: ``c3d``); the result is
             that vidzoo model (a ``c3d`` taking RGB in [0, 1]), not a ``keras_graph``.
-        num_frames: clip length a frame (2D) model averages over by default (16); with ``arch``,
+        frames: clip length a frame (2D) model averages over by default (16); with ``arch``,
             the clip length the Keras model was built for (default: the architecture's, 16).
-        img_size: with ``arch``, the frame size the Keras model was built for (default 112).
+        size: with ``arch``, the frame size the Keras model was built for (default 112).
 
     The model's ``keras_source`` holds what ``save_h5_as_model_file`` writes to the metadata.
     Nothing in the file is executed; unknown layers and Lambdas are refused with their names.
@@ -52,17 +55,15 @@ def load_h5(
     if keras_file.model_config is None:
         if arch is None:
             raise _weights_only_error(keras_file.path)
-        return _load_weights_only(keras_file, arch, classes, num_frames, img_size)
-    if arch is not None or img_size is not None:
-        given = ", ".join(f"{k}={v!r}" for k, v in (("arch", arch), ("img_size", img_size)) if v is not None)
+        return _load_weights_only(keras_file, arch, classes, frames, size)
+    if arch is not None or size is not None:
+        given = ", ".join(f"{k}={v!r}" for k, v in (("arch", arch), ("size", size)) if v is not None)
         raise KerasImportError(f"{keras_file.path} holds its own architecture (model_config); {given} (--arch/--size) "
                                "apply only to a weights-only file: leave them out")
     kwargs: dict[str, Any] = {"model_config": strip_training_config(keras_file.model_config),
                               "keras_version": keras_file.keras_version or "2"}
-    if num_frames is not None:
-        kwargs["num_frames"] = num_frames
-    from vidzoo.models import create_model
-
+    if frames is not None:
+        kwargs["frames"] = frames
     model = create_model(ARCH, **kwargs)
     assert isinstance(model, KerasModel)
     try:
@@ -86,15 +87,13 @@ def import_h5(
     classes: str | os.PathLike[str] | Sequence[str] | None = None,
     *,
     arch: str | None = None,
-    num_frames: int | None = None,
-    img_size: int | Sequence[int] | None = None,
+    frames: int | None = None,
+    size: int | Sequence[int] | None = None,
 ) -> Path:
     """``load_h5`` then save as a vidzoo model file: ``out``, or the ``.h5`` path with the
     suffix ``.safetensors``. Returns the path written."""
-    from vidzoo.model_file import save_model
-
     path = Path(path)
-    model = load_h5(path, classes, arch=arch, num_frames=num_frames, img_size=img_size)
+    model = load_h5(path, classes, arch=arch, frames=frames, size=size)
     target = Path(out) if out is not None else path.with_suffix(".safetensors")
     return save_model(model, target, classes=model.classes, history=_history(path, model.keras_source),
                       extra={"keras": model.keras_source})
@@ -102,14 +101,12 @@ def import_h5(
 
 def import_summary(path: str | os.PathLike[str]) -> dict[str, str]:
     """What an imported model file says about its origin, one line per item (for the CLI)."""
-    from vidzoo.model_file import read_model_metadata
-
     meta = read_model_metadata(path)
     keras = meta.get("extra", {}).get("keras", {})
-    clip = meta["input"]
+    clip = meta["clip"]
     return {
         "source": f"{keras.get('source_file')} (sha256 {keras.get('source_sha256')}, Keras {keras.get('keras_version')})",
-        "input": f"{clip['frames']}x{clip['height']}x{clip['width']}x{clip['channels']}, {keras.get('input_scaling')}",
+        "input": f"{clip['frames']}x{clip['size'][0]}x{clip['size'][1]}x{meta['in_chans']}, {keras.get('input_scaling')}",
         "classes": f"{len(meta['classes'])}, {keras.get('classes_source')}",
         "output": str(keras.get("output")),
     }
@@ -142,8 +139,6 @@ def _history(path: Path, source: dict[str, Any]) -> dict[str, Any]:
     """The file name's training history (``ikm``, ``m``...) when it follows the zoo's convention."""
     name = "keras"
     try:
-        from vidzoo.models.names import parse_model_name
-
         parsed = parse_model_name(path.name)
         name = parsed.history or name
     except (ValueError, ImportError, AttributeError):
@@ -152,9 +147,9 @@ def _history(path: Path, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_weights_only(keras_file: KerasFile, arch: str, classes: str | os.PathLike[str] | Sequence[str] | None,
-                       num_frames: int | None, img_size: int | Sequence[int] | None) -> VideoClassifier:
+                       frames: int | None, size: int | Sequence[int] | None) -> VideoClassifier:
     """``load_h5`` of a weights-only file: the vidzoo ``arch`` model, named and described the same way."""
-    model = load_weights_only(keras_file, arch, num_frames=num_frames, img_size=img_size)
+    model = load_weights_only(keras_file, arch, frames=frames, size=size)
     names, source = resolve_classes(classes, model.num_classes)
     model.classes = names
     model.keras_source = {

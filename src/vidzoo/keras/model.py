@@ -15,6 +15,10 @@ last itself. Two kinds of Keras model::
              -> per-frame classifier -> per-frame softmax -> mean over T = Keras' output
              logits = log(mean of per-frame softmax), so softmax(logits) is exactly that mean
 
+``forward_features`` gives the classifier's input in vidzoo's layouts: ``(B, F)`` ("vector"),
+``(B, T, F)`` ("sequence", per-frame or per-step features) or, for maps, ``(B, F, T, H, W)``
+("clip"; Keras keeps channels last, so the head moves them back).
+
 ``predict_proba`` returns Keras' output directly. The classifier (``get_classifier``) is the
 Dense or 1x1 convolution that feeds the final softmax; ``reset_classifier`` replaces it.
 """
@@ -29,12 +33,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidzoo.data.clip import ClipSpec
 from vidzoo.keras.config import LayerSpec, TensorRef, parse_model
 from vidzoo.keras.convert import BuildContext, unsupported_layers
 from vidzoo.keras.graph import KerasGraph, module_key
 from vidzoo.keras.h5file import KerasImportError, keras_major
 from vidzoo.keras.layers import (
-    Conv, Dense, Dropout, Elementwise, GlobalPool, MeanTime, Reshape, SeparableConv, TimeDistributed, _identity,
+    Conv,
+    Dense,
+    Dropout,
+    Elementwise,
+    GlobalPool,
+    MeanTime,
+    Reshape,
+    SeparableConv,
+    TimeDistributed,
+    _identity,
 )
 from vidzoo.models._base import ModelCfg, VideoClassifier, check_num_classes
 from vidzoo.models._registry import register_model
@@ -64,9 +78,9 @@ class KerasModel(VideoClassifier):
         num_classes: outputs; None keeps the Keras classifier's; another count replaces it.
         keras_version: the ``keras_version`` that wrote the file (``hard_sigmoid`` differs
             between Keras 2 and 3).
-        num_frames: default clip length for frame models, or for a clip model whose time
+        frames: default clip length for frame models, or for a clip model whose time
             dimension is free (16 if not given).
-        img_size: frame size where the Keras input leaves it free (224 if not given).
+        size: frame size where the Keras input leaves it free (224 if not given).
     """
 
     def __init__(
@@ -74,8 +88,8 @@ class KerasModel(VideoClassifier):
         model_config: Mapping[str, Any],
         num_classes: int | None = None,
         keras_version: str = "3",
-        num_frames: int | None = None,
-        img_size: int | None = None,
+        frames: int | None = None,
+        size: int | None = None,
     ) -> None:
         super().__init__()
         spec = parse_model(dict(model_config))
@@ -97,8 +111,9 @@ class KerasModel(VideoClassifier):
         in_chans = shape[-1]
         if in_chans is None:
             raise KerasImportError(f"the Keras model {spec.name!r} leaves its channel count free: {list(shape)}")
-        height, width = (s if s is not None else (img_size or DEFAULT_SIZE) for s in shape[-3:-1])
-        frames = shape[1] if len(shape) == 5 and shape[1] is not None else (num_frames or DEFAULT_FRAMES)
+        height, width = (s if s is not None else (size or DEFAULT_SIZE) for s in shape[-3:-1])
+        free_frames = len(shape) == 4 or shape[1] is None
+        frames = (frames or DEFAULT_FRAMES) if free_frames else shape[1]
         ctx = BuildContext(keras_major(keras_version))
         example = (1, frames, height, width, in_chans) if len(shape) == 5 else (1, height, width, in_chans)
         self.graph = KerasGraph(spec, [example], ctx)
@@ -111,14 +126,24 @@ class KerasModel(VideoClassifier):
         self.num_features = classifier.in_features if isinstance(classifier, Dense) else classifier.in_channels
         self.num_classes = classifier.out_features if isinstance(classifier, Dense) else classifier.out_channels
         self.feature_info = []
+        # The rank of the classifier's input, with time as an axis for frame models.
+        rank = len(self.run_graph.shapes[self.head.features]) + (1 if self.frame_mode else 0)
+        layouts = {2: "vector", 3: "sequence", 5: "clip"}
+        if rank not in layouts:
+            raise KerasImportError(
+                f"the classifier of {spec.name!r} reads a {rank}-d tensor; vidzoo reads (batch, features), "
+                "(batch, time, features) or (batch, time, height, width, features)"
+            )
         self.default_cfg = ModelCfg(
             arch=ARCH,
-            input_size=(frames, height, width),
-            in_chans=in_chans,
-            norm={"scale": [0.0, 1.0]},
             # A 2D model sees frames spread over the video, as vidzoo's C2D; the zoo's 64-frame
             # "avg" wrapper and clip models take consecutive frames.
-            sampling="segment" if len(shape) == 4 else "dense",
+            clip=ClipSpec(frames=frames, size=(height, width), norm={"scale": [0.0, 1.0]},
+                          sampling="segment" if len(shape) == 4 else "dense"),
+            in_chans=in_chans,
+            feature_layout=layouts[rank],
+            # A clip model's Keras input fixes the clip size when it leaves nothing free (None).
+            fixed_input_size=not free_frames and all(s is not None for s in shape[-3:-1]),
         )
         if num_classes is not None and check_num_classes(num_classes) != self.num_classes:
             self.reset_classifier(num_classes)
@@ -138,23 +163,22 @@ class KerasModel(VideoClassifier):
         return graph
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Clips ``(B, C, T, H, W)`` to the classifier's input in Keras layout: ``(B, ..., F)``
-        for a clip model, ``(B, T, ..., F)`` for a frame model."""
-        cfg = self.default_cfg
-        if x.ndim != 5 or x.shape[1] != cfg.in_chans:
-            raise ValueError(
-                f"{self.keras_name} takes clips (B, {cfg.in_chans}, T, H, W), got shape {tuple(x.shape)}"
-            )
+        """Clips ``(B, C, T, H, W)`` to the classifier's input (see the module docstring)."""
+        self.check_input(x)
         x = x.permute(0, 2, 3, 4, 1)  # Keras' (B, T, H, W, C)
         if not self.frame_mode:
-            return self.run_graph.run([x], [self.head.features])[0]
-        batch, steps = x.shape[:2]
-        feats = self.run_graph.run([x.reshape(batch * steps, *x.shape[2:])], [self.head.features])[0]
-        return feats.reshape(batch, steps, *feats.shape[1:])
+            feats = self.run_graph.run([x], [self.head.features])[0]
+        else:
+            batch, steps = x.shape[:2]
+            feats = self.run_graph.run([x.reshape(batch * steps, *x.shape[2:])], [self.head.features])[0]
+            feats = feats.reshape(batch, steps, *feats.shape[1:])
+        return feats.movedim(-1, 1) if self.default_cfg.feature_layout == "clip" else feats
 
     def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Features to logits ``(B, num_classes)``, or with ``pre_logits`` to ``(B, num_features)``
         (the features averaged over every axis but batch and channels)."""
+        if self.default_cfg.feature_layout == "clip":
+            feats = feats.movedim(1, -1)  # back to Keras' channels last
         if feats.shape[-1] != self.num_features:
             raise ValueError(f"{self.keras_name}'s head takes features (..., {self.num_features}), got shape {tuple(feats.shape)}")
         if pre_logits:
@@ -287,13 +311,7 @@ _TINY_CONFIG: dict[str, Any] = {
 }
 
 
-@register_model(test_kwargs={"model_config": _TINY_CONFIG, "keras_version": "2.2.4-tf"})
-def keras_graph(**kwargs: Any) -> KerasModel:
-    """A Keras model rebuilt from its ``model_config``; made by ``vidzoo.keras.load_h5`` /
-    ``vidzoo import-keras`` (see ``KerasModel``)."""
-    if "model_config" not in kwargs:
-        raise ValueError(
-            "keras_graph needs model_config (a Keras model's architecture JSON); import a Keras .h5 "
-            "file with `vidzoo import-keras FILE.h5` or vidzoo.keras.load_h5"
-        )
-    return KerasModel(**kwargs)
+register_model(
+    ARCH, KerasModel, test_args={"model_config": _TINY_CONFIG, "keras_version": "2.2.4-tf"},
+    description="a Keras model rebuilt from its model_config: made by `vidzoo import-keras FILE.h5`",
+)

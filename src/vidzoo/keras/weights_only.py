@@ -28,6 +28,8 @@ from torch import nn
 from vidzoo.keras.h5file import KerasFile, KerasImportError
 from vidzoo.keras.layers import KerasWeightError, weight_kind
 from vidzoo.models._base import VideoClassifier, frame_size, pool_output_size
+from vidzoo.models._registry import get_model_entry
+from vidzoo.models.factory import create_model
 
 Layers = dict[str, tuple[str, dict[str, np.ndarray]]]  # vidzoo layer -> (Keras layer, kind -> array)
 
@@ -47,12 +49,12 @@ def load_weights_only(
     keras_file: KerasFile,
     arch: str,
     *,
-    num_frames: int | None = None,
-    img_size: int | Sequence[int] | None = None,
+    frames: int | None = None,
+    size: int | Sequence[int] | None = None,
 ) -> VideoClassifier:
     """A vidzoo ``arch`` model holding the weights of the weights-only ``keras_file``.
 
-    ``num_frames`` / ``img_size``: the clip the Keras model was built for, which fixes the size of a
+    ``frames`` / ``size``: the clip the Keras model was built for, which fixes the size of a
     fully connected layer fed by a flatten (default: the architecture's standard clip).
 
     Raises:
@@ -60,8 +62,6 @@ def load_weights_only(
         KerasWeightError: missing, unexpected or mis-shaped layers or weights, all named.
     """
     if arch not in _MAPPERS:
-        from vidzoo.models import get_model_entry
-
         get_model_entry(arch)  # an unknown name raises with a did-you-mean
         raise KerasImportError(
             f"{keras_file.path} holds weights only; mapping a Keras weights-only file onto the vidzoo architecture "
@@ -69,22 +69,20 @@ def load_weights_only(
             "with model.save('x.h5') to include its architecture"
         )
     try:
-        return _MAPPERS[arch](keras_file, num_frames, img_size)
+        return _MAPPERS[arch](keras_file, frames, size)
     except KerasWeightError as err:
         raise KerasWeightError(f"{keras_file.path}: {err}") from err
 
 
-def _c3d(keras_file: KerasFile, num_frames: int | None, img_size: int | Sequence[int] | None) -> VideoClassifier:
-    from vidzoo.models import create_model
-
+def _c3d(keras_file: KerasFile, frames: int | None, size: int | Sequence[int] | None) -> VideoClassifier:
     ranks = {**dict.fromkeys(_C3D_CONVS, 5), **dict.fromkeys(_C3D_FCS, 2)}
     layers = _match_layers(keras_file, ranks, "c3d")
     conv1 = layers["conv1"][1]["kernel"]
-    frames = num_frames if num_frames is not None else _C3D_CLIP[0]
-    size = img_size if img_size is not None else _C3D_CLIP[1]
+    frames = frames if frames is not None else _C3D_CLIP[0]
+    size = size if size is not None else _C3D_CLIP[1]
     kwargs: dict[str, Any] = {
         "num_classes": int(layers["fc8"][1]["kernel"].shape[1]), "in_chans": int(conv1.shape[3]),
-        "num_frames": frames, "img_size": size, "width": conv1.shape[4] / _C3D_CONV1,
+        "frames": frames, "size": size, "width": conv1.shape[4] / _C3D_CONV1,
     }
     try:
         model = create_model("c3d", **kwargs)
@@ -117,7 +115,7 @@ def _c3d(keras_file: KerasFile, num_frames: int | None, img_size: int | Sequence
     model.load_state_dict(state, strict=True)
     # The file does not record its input; the Keras (MiT) zoo fed RGB in [0, 1] without mean subtraction,
     # so that is assumed (and stated in the metadata) instead of c3d's own Kinetics mean/std.
-    model.default_cfg = model.default_cfg.replace(norm={"scale": [0.0, 1.0]})
+    model.default_cfg = model.default_cfg.replace(clip=model.clip_spec.replace(norm={"scale": [0.0, 1.0]}))
     return model
 
 
@@ -193,9 +191,9 @@ def _clip_hint(fc6_kernel: np.ndarray, model: nn.Module, frames: int) -> str:
     per_frame, rest = divmod(fc6_kernel.shape[0], channels * time) if time > 0 else (0, 1)
     side = math.isqrt(per_frame)
     if rest or side < 1 or side * side != per_frame:
-        return "; the file's fc6 fits no square frame size at this frame count: give num_frames (--frames)"
+        return "; the file's fc6 fits no square frame size at this frame count: give frames (--frames)"
     # pool1..4 halve the frame four times (floor), pool5 once more (ceil): 16 * (2 * side - 1) is the smallest.
-    return f"; the file's fc6 fits {frames}x{16 * (2 * side - 1)}x{16 * (2 * side - 1)}: give num_frames/img_size (--frames/--size)"
+    return f"; the file's fc6 fits {frames}x{16 * (2 * side - 1)}x{16 * (2 * side - 1)}: give frames/size (--frames/--size)"
 
 
 def _keras_shape(target: torch.Tensor, kind: str, module: nn.Module) -> tuple[int, ...]:

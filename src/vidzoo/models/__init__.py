@@ -4,44 +4,43 @@
 >>> list_models("c3d*")
 ['c3d', 'c3d_bn']
 >>> model = create_model("c3d", num_classes=101)
+
+The names below load on first use, so importing the contract (``vidzoo.models._base``) or the
+registry does not build the zoo.
 """
 
-from vidzoo.models import c3d  # noqa: F401  (importing a family module registers its variants)
-from vidzoo.models import torchvision_video  # noqa: F401
-from vidzoo.models import c2d  # noqa: F401
-from vidzoo.models import lrcn  # noqa: F401
-from vidzoo.models import i3d  # noqa: F401
-from vidzoo.models._base import ModelCfg, VideoClassifier
-from vidzoo.models._registry import (
-    ModelEntry,
-    UnknownModelError,
-    create_model,
-    get_model_cfg,
-    get_model_entry,
-    list_models,
-    list_pretrained,
-    model_flops,
-    model_parameter_count,
-    register_model,
-)
-from vidzoo.models.names import parse_model_name, resolve_alias
+import importlib
 
-__all__ = [
-    "ModelCfg",
-    "ModelEntry",
-    "UnknownModelError",
-    "VideoClassifier",
-    "create_model",
-    "get_model_cfg",
-    "get_model_entry",
-    "list_models",
-    "list_pretrained",
-    "model_flops",
-    "model_parameter_count",
-    "parse_model_name",
-    "register_model",
-    "resolve_alias",
-]
+_LAZY = {
+    "FeatureInfo": "vidzoo.models._base",
+    "ModelCfg": "vidzoo.models._base",
+    "VideoClassifier": "vidzoo.models._base",
+    "ModelEntry": "vidzoo.models._registry",
+    "UnknownModelError": "vidzoo.models._registry",
+    "check_model_args": "vidzoo.models._registry",
+    "get_model_entry": "vidzoo.models._registry",
+    "list_models": "vidzoo.models._registry",
+    "list_pretrained": "vidzoo.models._registry",
+    "register_model": "vidzoo.models._registry",
+    "create_model": "vidzoo.models.factory",
+    "default_class_names": "vidzoo.models.factory",
+    "get_model_cfg": "vidzoo.models.factory",
+    "load_model": "vidzoo.models.factory",
+    "model_flops": "vidzoo.models.factory",
+    "model_parameter_count": "vidzoo.models.factory",
+    "save_model": "vidzoo.models.factory",
+    "parse_model_name": "vidzoo.models.names",
+    "resolve_alias": "vidzoo.models.names",
+}
 
-# Last: the imported-Keras architecture (keras_graph) builds on the names above.
-from vidzoo.keras import model as _keras_model  # noqa: E402,F401
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vidzoo.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

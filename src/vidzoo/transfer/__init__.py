@@ -5,8 +5,20 @@ Layer names are the module paths listed by ``layer_names(model)`` (a model's ``f
 for per-frame models the frame CNN's stages), see ``vidzoo.transfer.layers``.
 """
 
-from vidzoo.transfer.freezing import BACKBONE, freeze, is_frozen_batchnorm, param_groups, train_last, unfreeze
-from vidzoo.transfer.inflate import inflate, inflate_state_dict, inflate_tensor, inflate_weight
+from vidzoo.transfer.freezing import (
+    BACKBONE,
+    freeze,
+    is_frozen_batchnorm,
+    param_groups,
+    train_last,
+    unfreeze,
+)
+from vidzoo.transfer.inflate import (
+    inflate,
+    inflate_state_dict,
+    inflate_tensor,
+    inflate_weight,
+)
 from vidzoo.transfer.layers import layer_names, resolve_layer
 from vidzoo.transfer.truncation import HEADS, TruncatedClassifier, truncate
 

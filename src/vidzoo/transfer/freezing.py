@@ -18,7 +18,13 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from vidzoo.models._base import VideoClassifier
-from vidzoo.transfer.layers import layer_names, owned_parameters, resolve_layer, trace_forward
+from vidzoo.models._layers import FrameEncoder
+from vidzoo.transfer.layers import (
+    layer_names,
+    owned_parameters,
+    resolve_layer,
+    trace_forward,
+)
 
 BACKBONE = "backbone"
 # A frozen BatchNorm keeps the handle of the hook that holds it in eval mode under this attribute.
@@ -58,8 +64,6 @@ def unfreeze(model: VideoClassifier, from_layer: str | None = None) -> list[str]
     CNN built with ``freeze_backbone=True`` (C2D, LRCN) is unfrozen too when any of its
     parameters is.
     """
-    from vidzoo.models.c2d import FrameEncoder
-
     everything = {name for name, _ in model.named_modules()}
     if from_layer is None:
         modules = everything

@@ -1,5 +1,4 @@
-"""Datasets: lists of labeled videos, and a torch Dataset that wires decoder, sampler and
-transform together.
+"""Annotation sources: lists of labeled videos, read from folders and annotation files.
 
 A *source* (`VideoSource`) is an ordered class list plus `(path, label, video_id)` samples,
 read from one of:
@@ -18,21 +17,13 @@ training starts.
 from __future__ import annotations
 
 import csv
-import logging
-import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
-import torch
-from pydantic import BaseModel, ConfigDict, Field
-from torch.utils.data import Dataset
-
-from vidzoo.data.sampling import ClipTooShortError, SamplingConfig
-from vidzoo.data.video import VideoDecodeError, VideoInfo, VideoReader
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -47,12 +38,9 @@ __all__ = [
     "validate_sources",
     "read_class_list",
     "stratified_split",
-    "VideoDataset",
-    "BadVideo",
-    "ClipSpec",
 ]
 
-log = logging.getLogger(__name__)
+
 
 VIDEO_EXTENSIONS = frozenset(
     ".mp4 .m4v .mov .avi .mkv .webm .mpg .mpeg .ts .mts .3gp .flv .wmv .ogv".split()
@@ -416,205 +404,3 @@ def stratified_split(source: VideoSource, fraction: float, seed: int = 0) -> tup
         source.subset(kept, f"{source.origin} (train part)"),
         source.subset(sorted(held_set), f"{source.origin} (held-out {fraction:g})"),
     )
-
-
-# --------------------------------------------------------------------------- torch dataset
-
-
-@dataclass(frozen=True)
-class BadVideo:
-    path: str
-    reason: str
-    error: str  # exception class name
-
-
-@dataclass
-class _BadVideoLog:
-    """Failures seen while loading. DataLoader workers are separate processes, so besides the
-    in-memory list each failure is appended as one line to `file` (O_APPEND writes of one
-    short line do not interleave), where the main process can read them all."""
-
-    file: str | None = None
-    seen: list[BadVideo] = field(default_factory=list)
-
-    def add(self, bad: BadVideo) -> None:
-        self.seen.append(bad)
-        if self.file:
-            line = "\t".join(x.replace("\t", " ").replace("\n", " ") for x in (bad.path, bad.error, bad.reason))
-            with open(self.file, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-
-    def all(self) -> list[BadVideo]:
-        if not self.file or not os.path.exists(self.file):
-            return list(self.seen)
-        with open(self.file, encoding="utf-8") as f:
-            rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
-        return [BadVideo(path, reason, error) for path, error, reason in rows]
-
-
-class VideoDataset(Dataset):
-    """Map-style dataset of clips: ``dataset[i] -> (clip, label_index, video_id)``.
-
-    Training (`train=True`): one clip per video, sampled by `sampling.train_indices` with a
-    generator seeded from (seed, epoch, index), so a run is reproducible whatever the number of
-    DataLoader workers; call `set_epoch` each epoch. A video that fails to decode is logged,
-    counted (`bad_videos`) and replaced by another video of the dataset.
-
-    Evaluation (`train=False`): all `sampling.num_clips` clips of the video, stacked:
-    ``(num_clips, C, T, H, W)`` (or ``(num_clips * crops, ...)`` with a three-crop transform).
-    Evaluation never substitutes: a failure raises `VideoDecodeError`.
-
-    Frames are decoded directly at `decode_size` (short side), so no full-resolution frame is
-    ever materialised; `transform` then crops and normalises.
-    """
-
-    def __init__(
-        self,
-        source: VideoSource,
-        sampling: SamplingConfig,
-        transform: Callable[..., torch.Tensor],
-        *,
-        train: bool,
-        decode_size: int | None = None,
-        seed: int = 0,
-        bad_video_log: str | os.PathLike | None = None,
-        max_substitutions: int = 10,
-    ):
-        if len(source) == 0:
-            raise ValueError(f"{source.origin}: the dataset has no videos")
-        self.source = source
-        self.sampling = sampling
-        self.transform = transform
-        self.train = train
-        self.decode_size = decode_size
-        self.seed = seed
-        self.epoch = 0
-        self.max_substitutions = max_substitutions
-        self._bad = _BadVideoLog(str(bad_video_log) if bad_video_log else None)
-        self._info: dict[str, VideoInfo] = {}  # per-process cache of what each video holds
-
-    @property
-    def classes(self) -> list[str]:
-        return self.source.classes
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def bad_videos(self) -> list[BadVideo]:
-        """Every video that failed so far (in all worker processes when a log file is set)."""
-        return self._bad.all()
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, str]:
-        """`key` is an index, or (epoch, index) from a sampler that knows the epoch (so that
-        DataLoader workers, which hold copies of this object, need no shared state)."""
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
-        if not self.train:
-            sample = self.source.samples[index]
-            return self._load(sample, None), sample.label, sample.video_id
-        rng = np.random.default_rng([self.seed, epoch, index])
-        candidate = index
-        for _ in range(self.max_substitutions + 1):
-            sample = self.source.samples[candidate]
-            try:
-                return self._load(sample, rng), sample.label, sample.video_id
-            except (VideoDecodeError, ClipTooShortError) as e:
-                reason = getattr(e, "reason", None) or str(e)
-                log.warning("skipping %s: %s", sample.path, reason)
-                self._bad.add(BadVideo(sample.path, reason, type(e).__name__))
-                candidate = int(rng.integers(len(self.source)))
-        raise RuntimeError(
-            f"{self.max_substitutions + 1} videos in a row failed to decode, the last {sample.path}; "
-            "check the dataset with `vidzoo check`"
-        )
-
-    def _load(self, sample: VideoSample, rng: np.random.Generator | None) -> torch.Tensor:
-        # The path is logged before decoding starts, so a decoder that crashes or hangs its
-        # process can be named: `vidzoo.train` keeps the last of these records per DataLoader
-        # worker ("video_path" is None once the video is done).
-        decoding = log.getChild("decoding")
-        decoding.debug("decoding %s", sample.path, extra={"video_path": sample.path})
-        try:
-            return self._decode(sample, rng)
-        except ClipTooShortError as e:
-            raise ClipTooShortError(e.num_frames, e.needed, path=sample.path) from None
-        finally:
-            decoding.debug("done with %s", sample.path, extra={"video_path": None})
-
-    def _decode(self, sample: VideoSample, rng: np.random.Generator | None) -> torch.Tensor:
-        """Decode and transform one video: a training clip (rng given) or all evaluation views."""
-        with VideoReader(sample.path) as video:
-            info = self._info.setdefault(sample.path, video.info)
-            if rng is not None:
-                indices = self.sampling.train_indices(info.num_frames, info.fps, rng)
-                frames = video.get_frames(indices.tolist(), size=self.decode_size)
-                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                return self.transform(frames, generator)
-            views = self.sampling.eval_indices(info.num_frames, info.fps)  # (num_clips, clip_len)
-            frames = video.get_frames(views.reshape(-1).tolist(), size=self.decode_size)
-        clips = frames.reshape(views.shape[0], views.shape[1], *frames.shape[1:])
-        out = torch.stack([self.transform(clip) for clip in clips])
-        # A three-crop transform adds a crop axis per clip: fold it into the view axis.
-        return out.reshape(-1, *out.shape[-4:])
-
-
-# --------------------------------------------------------------------------- clip spec
-
-
-class ClipSpec(BaseModel):
-    """What a model eats, and how to cut it from a video: frames, crop size, sampling,
-    normalisation, and the evaluation views. Built from a model's metadata by `from_model`,
-    overridable field by field (e.g. a smaller `size` for a quick run)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    frames: int = Field(16, ge=1)
-    size: int = Field(112, ge=1)
-    stride: int = Field(1, ge=1)
-    sampling: Literal["dense", "segment"] = "dense"
-    norm: dict[str, list[float]] = Field(default_factory=lambda: {"scale": [0.0, 1.0]})
-    resize_short: int | None = Field(None, ge=1, description="decode size (short side); default size*128/112")
-    num_clips: int = Field(1, ge=1, description="clips per video at evaluation")
-    crops: Literal[1, 3] = 1
-    short_policy: Literal["loop", "repeat_last", "error"] = "loop"
-    flip: bool = True
-
-    @classmethod
-    def from_model(cls, model, **overrides) -> "ClipSpec":
-        cfg = model.default_cfg
-        frames, height, _ = cfg.input_size
-        values = dict(
-            frames=frames, size=height, stride=cfg.frame_stride, sampling=cfg.sampling,
-            norm={k: [float(x) for x in v] for k, v in cfg.norm.items()},
-        )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @property
-    def decode_size(self) -> int:
-        return self.resize_short or math.floor(self.size * 128 / 112 + 0.5)
-
-    def sampling_config(self, num_clips: int | None = None) -> SamplingConfig:
-        dense = self.sampling == "dense"
-        return SamplingConfig(
-            kind=self.sampling, clip_len=self.frames, stride=self.stride if dense else 1,
-            short_policy=self.short_policy, num_clips=num_clips or self.num_clips,
-        )
-
-    def dataset(
-        self, source: VideoSource, *, train: bool, seed: int = 0, bad_video_log: str | os.PathLike | None = None
-    ) -> VideoDataset:
-        """A `VideoDataset` over `source` that yields clips this spec describes."""
-        from vidzoo.data.transforms import eval_transform, train_transform
-
-        if train:
-            transform = train_transform(self.size, resize_short=self.decode_size, norm=self.norm, flip=self.flip)
-        else:
-            transform = eval_transform(self.size, resize_short=self.decode_size, norm=self.norm, crops=self.crops)
-        return VideoDataset(
-            source, self.sampling_config(1 if train else None), transform, train=train,
-            decode_size=self.decode_size, seed=seed, bad_video_log=bad_video_log,
-        )

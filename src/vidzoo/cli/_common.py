@@ -1,0 +1,78 @@
+"""What every command shares: the consoles, JSON output, and turning user errors into one clear
+line (exit code 2) instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from vidzoo.settings import validation_message
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str | BaseException, code: int = 2) -> None:
+    """Print ``error: <message>`` on stderr and exit with `code`."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code=code)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    # Imported when a command runs, not when the CLI loads: `vidzoo --help` stays instant.
+    from vidzoo.data.sources import AnnotationError
+    from vidzoo.data.video import VideoDecodeError
+    from vidzoo.model_file import ModelFileError
+    from vidzoo.models._registry import UnknownModelError
+
+    return (AnnotationError, VideoDecodeError, ModelFileError, UnknownModelError, FileNotFoundError,
+            FileExistsError, NotADirectoryError, ValueError, ImportError)
+
+
+def user_errors(command: F) -> F:
+    """Run `command`; a user error (bad input, missing file, broken video, bad option) prints one
+    clear line and exits 2; Ctrl-C exits 130 quietly."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except ValidationError as error:
+            fail(validation_message(error))
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(code=130) from None
+        except Exception as error:  # noqa: BLE001 - sorted into user errors and bugs below
+            if isinstance(error, _user_error_types()) or type(error).__name__ == "TrainingError":
+                fail(error)
+            raise
+
+    return run  # type: ignore[return-value]
+
+
+def wide_console() -> Console:
+    """The console for tables: the terminal's width, or wide enough for a whole row when the
+    output is not a terminal (a file, a pipe), so no column is cut."""
+    return console if console.is_terminal else Console(width=250)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_excluded(excluded: list[dict[str, str]]) -> None:
+    if excluded:
+        console.print(f"[yellow]excluded {len(excluded)} video(s) that failed to decode:[/]")
+        for item in excluded:
+            console.print(f"  {item['path']}: {item['reason']}", highlight=False)

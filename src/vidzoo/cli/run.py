@@ -1,0 +1,94 @@
+"""Running a trained model: ``eval`` and ``predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from vidzoo.cli._common import console, print_json, user_errors
+
+CLIPS_HELP = "Clips per video, spread evenly over it (default: the model file's clips_per_video)."
+CROPS_HELP = "Crops per clip: 1 (centre) or 3 (along the long side) (default: the model file's)."
+
+
+@user_errors
+def eval_command(
+    model_file: Path = typer.Argument(..., help="A vidzoo model file."),
+    data: str = typer.Argument(..., help="Test videos: a folder per class or a CSV/TSV file."),
+    clips_per_video: Optional[int] = typer.Option(None, min=1, help=CLIPS_HELP),
+    crops: Optional[int] = typer.Option(None, min=1, max=3, help=CROPS_HELP),
+    batch_size: int = typer.Option(8, help="Views per forward pass (bounds memory)."),
+    workers: int = typer.Option(2, help="DataLoader worker processes."),
+    skip_bad: bool = typer.Option(False, help="Exclude videos that fail to decode, and report them."),
+    device: str = typer.Option("cpu", help="torch device."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    out: Optional[Path] = typer.Option(None, help="Write report.json, confusion.csv and confusion.png here."),
+) -> None:
+    """Clip and video accuracy, top-5, per-class accuracy and the confusion matrix, with the
+    clips cut as the model file's clip description says."""
+    from vidzoo.data.sources import load_source
+    from vidzoo.evaluate import evaluate, write_report
+    from vidzoo.models.factory import load_model
+
+    model = load_model(model_file)
+    report = evaluate(model, load_source(data), clips_per_video=clips_per_video, crops=crops, batch_size=batch_size,
+                      workers=workers, skip_bad=skip_bad, device=device, progress=not as_json)
+    if out is not None:
+        write_report(report, out)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    console.print(f"videos: {report.num_videos}  clip accuracy: {report.clip_accuracy:.2%}  "
+                  f"video accuracy: {report.video_accuracy:.2%}  top-{report.top_k}: {report.top5_accuracy:.2%}  "
+                  f"mean class accuracy: {report.mean_class_accuracy:.2%}")
+    if report.excluded:
+        console.print(f"[yellow]excluded {len(report.excluded)} video(s) that failed to decode:[/]")
+        for item in report.excluded:
+            console.print(f"  {item['path']}: {item['reason']}", highlight=False)
+    if out is not None:
+        console.print(f"report written to {out}")
+
+
+@user_errors
+def predict(
+    model_file: Path = typer.Argument(..., help="A vidzoo model file."),
+    videos: List[Path] = typer.Argument(..., help="Video files."),
+    top_k: int = typer.Option(5, help="Labels to show per video."),
+    clips_per_video: Optional[int] = typer.Option(None, min=1, help=CLIPS_HELP),
+    window: Optional[float] = typer.Option(None, help="Predict per window of this many seconds (long videos)."),
+    stride: Optional[float] = typer.Option(None, help="Seconds between window starts (default: --window)."),
+    device: str = typer.Option("cpu", help="torch device."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Top-k labels per video, or per time window with --window/--stride."""
+    from vidzoo.models.factory import load_model
+    from vidzoo.predict import predict_video, predict_windows
+
+    results = []
+    model = load_model(model_file)
+    for video in videos:
+        if window is not None:
+            windows = predict_windows(model, video, window=window, stride=stride or window, top_k=top_k, device=device)
+            results.append({"path": str(video), "windows": [w.to_dict() for w in windows]})
+        else:
+            results.append(predict_video(model, video, top_k=top_k, clips_per_video=clips_per_video,
+                                         device=device).to_dict())
+    if as_json:
+        print_json(results)
+        return
+    for result in results:
+        console.print(f"[bold]{result['path']}[/]", highlight=False)
+        if "windows" in result:
+            for w in result["windows"]:
+                top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in w["top"])
+                console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False)
+        else:
+            for t in result["top"]:
+                console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="eval")(eval_command)
+    app.command(name="predict")(predict)

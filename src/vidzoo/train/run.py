@@ -1,0 +1,377 @@
+"""`train()`: from labeled videos to a model file, metrics and plots.
+
+Lightning runs the loop (devices, precision, DDP across GPUs and nodes); vidzoo adds what a
+video run needs around it::
+
+    TrainConfig ──> sources (train / val / test) ──> model + its clip description (resolved once)
+                ──> datasets (ClipPipeline) ──> Lightning Trainer ──> best model file
+    run dir: config.yaml, metrics.csv, curves.png, checkpoints/, bad_videos.csv (when any),
+             confusion_val.png, <model file>.safetensors, test/ (with --test), summary.json
+
+Reproducibility does not depend on workers or interruptions: the shuffle order, every clip's
+sampling and augmentation, and the dropout RNG are all derived from (seed, epoch), so a run
+resumed from its last checkpoint ends with the same weights as one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pydantic import BaseModel
+from torch.utils.data import DataLoader
+
+from vidzoo.data.clip import ClipSpec, resolve_clip_spec
+from vidzoo.data.dataset import VideoDataset
+from vidzoo.data.sources import (
+    VideoSource,
+    load_source,
+    stratified_split,
+    validate_sources,
+)
+from vidzoo.evaluate import evaluate, write_report
+from vidzoo.models._base import VideoClassifier
+from vidzoo.models._registry import check_model_args
+from vidzoo.models.factory import (
+    create_model,
+    get_model_cfg,
+    resolve_pretrained,
+    save_model,
+)
+from vidzoo.plots import plot_confusion
+from vidzoo.train.callbacks import (
+    DECODING_DIR,
+    AtomicCheckpointIO,
+    GradualUnfreezing,
+    ProgressDisplay,
+    RunRecorder,
+    SampleRecorder,
+    Throughput,
+    TrainingError,
+    worker_failure,
+    worker_init,
+    write_bad_videos,
+)
+from vidzoo.train.config import DEFAULT_MODEL, TrainConfig
+from vidzoo.train.module import (
+    EpochShuffleSampler,
+    VideoClassificationModule,
+    collate_views,
+)
+from vidzoo.transfer import freeze, train_last
+from vidzoo.weights import Weights, vidzoo_file_metadata
+
+__all__ = ["TrainResult", "train", "resolve_run_model"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning")
+
+
+class TrainResult(BaseModel):
+    """What a run produced (also ``summary.json`` in the run directory)."""
+
+    run_dir: str
+    model_file: str
+    best_val_accuracy: float | None
+    best_epoch: int | None
+    epochs_run: int
+    seconds: float
+    bad_videos: int
+    classes: list[str]
+    stopped_early: bool
+    clip: dict[str, Any] | None = None  # the resolved clip description (ClipSpec)
+    # What --pretrained loaded and which old-head keys it skipped (vidzoo.weights.LoadReport).
+    load_report: str | None = None
+    trainable_parameters: int | None = None
+    total_parameters: int | None = None
+    throughput: list[dict[str, float]] = []  # per epoch: clips_per_s and data_wait (share of time)
+    test: dict[str, Any] | None = None  # the best model on the test split (--test)
+
+
+@contextlib.contextmanager
+def quiet_lightning(verbose: bool = False) -> Iterator[None]:
+    """Lightning's banners ("GPU available", tips) and third-party deprecation warnings off,
+    unless `verbose`: a run's output is its own progress and results."""
+    if verbose:
+        yield
+        return
+    levels = {name: logging.getLogger(name).level for name in _LIGHTNING_LOGGERS}
+    for name in _LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+            warnings.filterwarnings("ignore", module=r"pytorch_lightning(\.|$)")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+# --------------------------------------------------------------------------- model and clip
+
+
+def resolve_run_model(config: TrainConfig, num_classes: int) -> VideoClassifier:
+    """The model of a run, built for its clip description, which is resolved here once:
+    ``config``'s clip fields (command line over config file), then the pretrained weights'
+    (a model file's or a tag's), then the architecture's default. The model carries the result
+    (``model.clip_spec``) into its model file."""
+    file_meta = vidzoo_file_metadata(config.pretrained) if config.pretrained else None
+    name = config.model or (file_meta["arch"] if file_meta else DEFAULT_MODEL)
+    weights_clip: ClipSpec | None = None
+    file_args: dict[str, Any] = {}
+    if config.pretrained is not None:
+        source, _ = resolve_pretrained(name, config.pretrained)
+        if isinstance(source, Weights):
+            weights_clip = source.clip
+        elif file_meta is not None:
+            if file_meta["arch"] != name:
+                raise TrainingError(f"--pretrained {config.pretrained} is a {file_meta['arch']!r} model file but "
+                                    f"--model is {name!r}: leave --model out to fine-tune the file's architecture")
+            weights_clip = ClipSpec(**file_meta["clip"])
+            file_args = {k: v for k, v in file_meta["model_args"].items() if k != "num_classes"}
+    arch_args = {k: v for k, v in {**file_args, **config.model_args}.items() if k != "truncate"}
+    check_model_args(name, arch_args)
+    arch_clip = get_model_cfg(name, **arch_args).clip
+    spec = resolve_clip_spec(arch_clip, weights_clip, config.clip_layer())
+    args = dict(config.model_args)
+    if config.truncate_after is not None:
+        args["truncate"] = {**file_args.get("truncate", {}), "after": config.truncate_after}
+    model = create_model(name, num_classes=num_classes, pretrained=config.pretrained, frames=spec.frames,
+                         size=spec.size, **args)
+    model.default_cfg = model.default_cfg.replace(clip=spec)
+    return model
+
+
+def _freeze(model: VideoClassifier, config: TrainConfig) -> None:
+    """Apply `freeze` / `train_last` (an unknown layer is a ValueError listing the model's layers)."""
+    if config.train_last is not None:
+        frozen = train_last(model, config.train_last)
+    elif config.freeze == "none":
+        return
+    else:
+        frozen = freeze(model, until=config.freeze.removeprefix("until:"))
+    log.info("frozen: %d of %d parameter tensors", len(frozen), len(list(model.parameters())))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _sources(config: TrainConfig) -> tuple[VideoSource, VideoSource, VideoSource | None]:
+    """Train, validation and (with --test) test sources, checked against each other."""
+    train_source = load_source(config.data, config.classes)
+    test_source = load_source(config.test) if config.test is not None else None
+    if config.val is not None:
+        val_source = load_source(config.val)
+    else:
+        train_source, val_source = stratified_split(train_source, config.val_split or 0.2, seed=config.seed)
+    # Every cross-split problem (unseen classes, empty classes, leaked videos) at once.
+    validate_sources(train_source, val_source, test_source)
+    classes = train_source.classes
+    return (train_source, val_source.with_classes(classes),
+            test_source.with_classes(classes) if test_source is not None else None)
+
+
+def _loaders(config: TrainConfig, spec: ClipSpec, train_set: VideoDataset, val_set: VideoDataset,
+             record_dir: Path) -> tuple[DataLoader, DataLoader]:
+    persistent = config.workers > 0
+    init = functools.partial(worker_init, record_dir=record_dir)
+    # A worker decodes a whole batch before handing it over, so the batch gets batch_size
+    # times the per-video timeout; a hang then ends in an error naming the video.
+    timeout = config.sample_timeout * config.batch_size if config.workers > 0 else 0
+    train_loader = DataLoader(
+        train_set, batch_size=config.batch_size, sampler=EpochShuffleSampler(len(train_set), config.seed),
+        num_workers=config.workers, worker_init_fn=init, persistent_workers=persistent, timeout=timeout,
+        # A last batch of one clip breaks BatchNorm on small inputs (1x1x1 maps); with shuffling
+        # every clip is still seen across epochs.
+        drop_last=len(train_set) > config.batch_size,
+    )
+    val_loader = DataLoader(
+        val_set, batch_size=max(1, config.batch_size // max(1, config.val_clips)), num_workers=config.workers,
+        worker_init_fn=init, persistent_workers=persistent, collate_fn=collate_views, timeout=timeout,
+    )
+    return train_loader, val_loader
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _history(config: TrainConfig) -> str:
+    if config.history:
+        return config.history
+    name = Path(config.data).resolve()
+    name = name.parent.name if name.is_file() else name.name
+    cleaned = "".join(ch if ch.isalnum() or ch in "_.+" else "_" for ch in name)
+    return cleaned or "custom"
+
+
+def _run_dir(config: TrainConfig, resume: str | os.PathLike | None) -> tuple[Path, Path | None]:
+    """The run directory (made) and, when resuming, the checkpoint to resume from."""
+    if resume is None:
+        run_dir = Path(config.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        for stale in [run_dir / "metrics.csv", run_dir / "bad_videos.log", run_dir / "bad_videos.csv",
+                      *run_dir.glob("seen_rank*.txt")]:
+            stale.unlink(missing_ok=True)
+        return run_dir, None
+    resume = Path(resume)
+    ckpt_path = resume if resume.is_file() else resume / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if not ckpt_path.is_file():
+        raise TrainingError(f"nothing to resume: {ckpt_path} does not exist")
+    return ckpt_path.parent.parent, ckpt_path
+
+
+def _callbacks(config: TrainConfig, run_dir: Path, train_set: VideoDataset, throughput: Throughput,
+               checkpoints: ModelCheckpoint) -> list[Callback]:
+    # Not save_last=True: since Lightning 2.6 that writes last.ckpt only when val_acc improved,
+    # so a resume would silently restart from the best epoch. A monitor-less callback saves every epoch.
+    last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=Path(LAST_CHECKPOINT).stem, save_top_k=1,
+                           enable_version_counter=False)
+    callbacks: list[Callback] = [throughput, checkpoints, last,
+                                 RunRecorder(run_dir, train_set, config.max_bad_fraction, throughput)]
+    if config.patience is not None or config.target_accuracy is not None:
+        callbacks.append(EarlyStopping(
+            monitor="val_acc", mode="max", patience=config.patience or config.epochs + 1,
+            stopping_threshold=config.target_accuracy,
+        ))
+    if config.unfreeze_at is not None:
+        callbacks.append(GradualUnfreezing(config.unfreeze_at))
+    if config.record_samples:
+        callbacks.append(SampleRecorder(run_dir))
+    if config.progress:
+        callbacks.append(ProgressDisplay(throughput))
+    return callbacks
+
+
+def train(config: TrainConfig, *, resume: str | os.PathLike | None = None, verbose: bool = False) -> TrainResult:
+    """Train `config.model` on `config.data`; write the run directory; return its summary.
+
+    `resume` is a run directory (or a checkpoint file) to continue: model, optimizer,
+    scheduler and epoch are restored from its last checkpoint and training goes on to
+    `config.epochs` (the CLI's `--resume` reads the run's own config.yaml). `verbose` keeps
+    Lightning's own messages and third-party warnings.
+    """
+    started = time.perf_counter()
+    run_dir, ckpt_path = _run_dir(config, resume)
+    with quiet_lightning(verbose):
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        train_source, val_source, test_source = _sources(config)
+        classes = train_source.classes
+        model = resolve_run_model(config, len(classes))
+        model.classes = classes
+        _freeze(model, config)
+        # Counted before --unfreeze-at changes it: what the frozen phase trains.
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        spec = model.clip_spec
+        train_set = VideoDataset.from_spec(train_source, spec, train=True, flip=config.flip, seed=config.seed,
+                                           bad_video_log=run_dir / "bad_videos.log")
+        val_set = VideoDataset.from_spec(val_source, spec, train=False, clips_per_video=config.val_clips)
+        record_dir = run_dir / DECODING_DIR
+        record_dir.mkdir(exist_ok=True)
+        run_started = time.time() - 2  # records older than this are from earlier runs (2 s: coarse file clocks)
+        train_loader, val_loader = _loaders(config, spec, train_set, val_set, record_dir)
+        module = VideoClassificationModule(model, config, steps_per_epoch=len(train_loader))
+        checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
+                                      mode="max", save_top_k=1, enable_version_counter=False)
+        throughput = Throughput()
+        trainer = L.Trainer(
+            max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+            strategy=config.strategy, num_nodes=config.num_nodes, precision=config.precision,
+            callbacks=_callbacks(config, run_dir, train_set, throughput, checkpoints), logger=False,
+            default_root_dir=run_dir, enable_progress_bar=False, enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0, deterministic=False,
+        )
+        try:
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+        except (RuntimeError, ConnectionError, EOFError) as e:
+            failure = worker_failure(e, record_dir, since=run_started)
+            if failure is None:
+                raise
+            raise failure from e
+        finally:
+            shutil.rmtree(record_dir, ignore_errors=True)
+        if not trainer.is_global_zero:  # rank 0 writes the model file and the reports
+            return TrainResult(run_dir=str(run_dir), model_file="", best_val_accuracy=None, best_epoch=None,
+                               epochs_run=trainer.current_epoch, seconds=0.0, bad_videos=0, classes=classes,
+                               stopped_early=False)
+        return _finish(config, trainer, module, checkpoints, throughput, run_dir, train_set, val_source,
+                       test_source, trainable, started)
+
+
+def _finish(config: TrainConfig, trainer: L.Trainer, module: VideoClassificationModule,
+            checkpoints: ModelCheckpoint, throughput: Throughput, run_dir: Path, train_set: VideoDataset,
+            val_source: VideoSource, test_source: VideoSource | None, trainable: int,
+            started: float) -> TrainResult:
+    """Rank 0, after training: the best model's file, the validation confusion matrix, the test
+    evaluation, bad_videos.csv and summary.json."""
+    best_path = checkpoints.best_model_path or str(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
+    best_state = torch.load(best_path, map_location="cpu", weights_only=True)
+    best_epoch = int(best_state.get("epoch", trainer.current_epoch))
+    module.load_state_dict(best_state["state_dict"])
+    model = module.model.cpu().eval()
+    model_file = save_model(
+        model, directory=run_dir, classes=model.classes,
+        history={"name": _history(config), "trained_on": str(config.data), "epochs": trainer.current_epoch,
+                 "best_epoch": best_epoch, "pretrained": config.pretrained},
+    )
+    _confusion_on_val(model, val_source, run_dir, config)
+    test = _evaluate_test(model, test_source, run_dir, config) if test_source is not None else None
+    best_score = checkpoints.best_model_score
+    load_report = getattr(model, "load_report", None)
+    result = TrainResult(
+        run_dir=str(run_dir),
+        model_file=str(model_file),
+        best_val_accuracy=None if best_score is None else round(float(best_score), 6),
+        best_epoch=best_epoch,
+        epochs_run=trainer.current_epoch,
+        seconds=round(time.perf_counter() - started, 2),
+        bad_videos=len(write_bad_videos(run_dir, train_set.bad_videos)),
+        classes=model.classes,
+        stopped_early=trainer.current_epoch < config.epochs,
+        clip=model.clip_spec.model_dump(mode="json"),
+        load_report=None if load_report is None else str(load_report),
+        trainable_parameters=trainable,
+        total_parameters=sum(p.numel() for p in model.parameters()),
+        throughput=throughput.history,
+        test=test,
+    )
+    (run_dir / "summary.json").write_text(json.dumps(result.model_dump(), indent=2))
+    return result
+
+
+def _confusion_on_val(model: VideoClassifier, val_source: VideoSource, run_dir: Path, config: TrainConfig) -> None:
+    """confusion_val.png of the best model on the validation split (same views as validation)."""
+    report = evaluate(model, val_source, clips_per_video=config.val_clips, batch_size=config.batch_size,
+                      workers=0, progress=False)
+    plot_confusion(np.asarray(report.confusion_matrix), report.classes, run_dir / "confusion_val.png",
+                   title=f"validation, video accuracy {report.video_accuracy:.1%}")
+
+
+def _evaluate_test(model: VideoClassifier, test_source: VideoSource, run_dir: Path,
+                   config: TrainConfig) -> dict[str, Any]:
+    """The best model on the test split, with the model's own views; reports in run_dir/test."""
+    report = evaluate(model, test_source, batch_size=config.batch_size, workers=config.workers, progress=False)
+    write_report(report, run_dir / "test")
+    keys = ("video_accuracy", "clip_accuracy", "top5_accuracy", "top_k", "mean_class_accuracy", "num_videos",
+            "clips_per_video", "crops")
+    return {key: getattr(report, key) for key in keys}
