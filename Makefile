@@ -18,7 +18,7 @@ quickstart: $(VENV)/.installed
 	$(BIN)/vidzoo quickstart --out runs/quickstart
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/decode.py

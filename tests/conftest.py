@@ -9,6 +9,12 @@ import torch
 # torch ops spawn a thread per core and the suite runs at half speed.
 torch.set_num_threads(1)
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The long tests (marked slow) first: with two xdist workers they then overlap with the
+    many short ones instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # Shared between checkouts, next to the repository: <repo>/../shared/data/videos.
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 
@@ -69,3 +75,15 @@ def replace_weights(monkeypatch: pytest.MonkeyPatch, model: str, tag: str, **cha
     monkeypatch.setitem(_registry._MODELS, model,
                         dataclasses.replace(entry, weights={**entry.weights, tag: weights}))
     return weights
+
+
+def _representatives() -> list[str]:
+    from vidzoo.models import get_model_entry, list_models
+
+    # The C2D variants that name a backbone share c2d_timm's class and code; c2d_timm (on a tiny
+    # timm backbone) stands for them where tests compute on real tensors.
+    return [name for name in list_models() if get_model_entry(name).family != "c2d" or name == "c2d_timm"]
+
+
+# One registered model per model class and variant kind.
+REPRESENTATIVES = _representatives()

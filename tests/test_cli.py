@@ -20,6 +20,9 @@ from vidzoo.data.sampling import window_bounds
 from vidzoo.data.synthetic import CLASSES
 from vidzoo.model_file import read_model_metadata
 
+# The module's fixtures are costly: one xdist worker runs all its tests (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("cli")
+
 runner = CliRunner()
 TINY_MODEL = {"width": 0.0625, "frames": 8, "size": 16, "dropout": 0.0}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -224,3 +227,23 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert 0.0 <= summary["test_clip_accuracy"] <= 1.0
     assert Path(summary["model_file"]).is_file()
     assert summary["seconds"] > 0
+
+
+# --------------------------------------------------------------------------- output
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_train_prints_its_progress_and_lightnings_banners_only_with_verbose(dataset, tmp_path, capfd, verbose):
+    args = ["train", "--model", "c3d_bn", "--model-arg", "width=0.0625", "--frames", 8, "--size", 16,
+            "--data", dataset / "train.csv", "--val", dataset / "val.csv", "--epochs", 2, "--batch-size", 4,
+            "--workers", 0, "--out", tmp_path / "run", *(["--verbose"] if verbose else [])]
+    result = vidzoo(*args)
+    assert result.exit_code == 0, result.output
+    captured = capfd.readouterr()  # Lightning's handler writes to the process's own stderr
+    text = result.output + captured.out + captured.err
+    assert ("GPU available" in text) == verbose and ("Tip:" in text) == verbose
+    # Not a terminal: plain lines, no carriage returns; one kept summary line per epoch.
+    assert "\r" not in text
+    summaries = [line for line in text.splitlines() if line.startswith("epoch ") and "val_acc" in line]
+    assert [line.split()[1] for line in summaries] == ["1/2", "2/2"]
+    assert all("clips/s" in line and "data wait" in line for line in summaries)

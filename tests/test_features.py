@@ -25,6 +25,9 @@ from vidzoo.features import (
 from vidzoo.models import UnknownModelError, create_model, get_model_entry, save_model
 from vidzoo.transfer import layer_names as transfer_layer_names
 
+# The module's fixtures are costly: one xdist worker runs all its tests (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("features")
+
 
 @pytest.fixture(scope="module")
 def model():

@@ -3,8 +3,9 @@ corrupted MP4 box sizes) must each end in valid frames or a `VideoDecodeError`, 
 a hang, an empty tensor or another exception type.
 
 Every case is decoded in a child process with a per-case timeout, so a crash or hang is caught
-and reported instead of taking the test run down. A child handles the cases of one test one by
-one (PyAV's import costs more than most decodes) and is replaced after a crash or a timeout.
+and reported instead of taking the test run down. One child handles the cases one by one (its
+imports cost more than most decodes), shared by the tests of this module, and is replaced after
+a crash or a timeout.
 The seed is fixed: the same 300 cases run every time. `fuzz/fuzz_decode.py` is the open-ended
 atheris harness for long runs outside CI.
 
@@ -170,30 +171,35 @@ def _report(counts: Counter, name: str, mutation: str) -> None:
             f.write(json.dumps({"fixture": name, "mutation": mutation, **counts}) + "\n")
 
 
+@pytest.fixture(scope="module")
+def decode_worker(tmp_path_factory: pytest.TempPathFactory):
+    worker = DecodeWorker(tmp_path_factory.mktemp("fuzz-worker"))
+    yield worker
+    worker.close()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "mutation"), PARAMS, ids=[f"{n}-{m}" for n, m in PARAMS])
-def test_damaged_video_gives_frames_or_decode_error(name: str, mutation: str, tmp_path: Path) -> None:
+def test_damaged_video_gives_frames_or_decode_error(name: str, mutation: str, tmp_path: Path,
+                                                    decode_worker: DecodeWorker) -> None:
     relative, is_mp4 = FIXTURES[name]
     data = (require_videos() / relative).read_bytes()
     if mutation == "box" and not is_mp4:
         mutation = "flip2"  # keeps 60 cases per fixture; a different seed stream than "flip"
-    worker = DecodeWorker(tmp_path)
     counts: Counter = Counter()
     failures = []
-    try:
-        for i in range(CASES_PER_TEST):
-            case_id = f"{name}-{mutation}-{i}"
-            rng = random.Random(f"{SEED}-{case_id}")
-            damaged, damage = mutate(data, mutation.rstrip("2"), rng)
-            case = tmp_path / f"{case_id}{Path(relative).suffix}"
-            case.write_bytes(damaged)
-            result = worker.run(case)
-            counts[result["outcome"]] += 1
-            if result["outcome"] not in GOOD:
-                failures.append(f"{case_id} ({relative}, {damage}): {result['outcome']}: {result['detail']}")
-            else:
-                case.unlink()
-    finally:
-        worker.close()
+    for i in range(CASES_PER_TEST):
+        case_id = f"{name}-{mutation}-{i}"
+        rng = random.Random(f"{SEED}-{case_id}")
+        damaged, damage = mutate(data, mutation.rstrip("2"), rng)
+        case = tmp_path / f"{case_id}{Path(relative).suffix}"
+        case.write_bytes(damaged)
+        result = decode_worker.run(case)
+        counts[result["outcome"]] += 1
+        if result["outcome"] not in GOOD:
+            failures.append(f"{case_id} ({relative}, {damage}): {result['outcome']}: {result['detail']}")
+        else:
+            case.unlink()
     _report(counts, name, mutation)
     assert not failures, "\n\n".join(failures)
 

@@ -42,7 +42,10 @@ from vidzoo.models.names import parse_model_name
 from vidzoo.train import read_metrics
 
 # Keras' torch backend converts tensors with np.array(x), which NumPy 2 warns about on every call.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+# One xdist worker runs all the tests (make test: --dist loadgroup): the Keras models are costly
+# module fixtures, built once instead of once per worker.
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
+              pytest.mark.xdist_group("keras_zoo")]
 
 LAYOUTS = ("keras3", "tf.keras2")
 # Frames fed to each C2D model: vidzoo takes them as one clip, Keras as a batch of images.

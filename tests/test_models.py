@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 
 import pytest
 import torch
-from conftest import input_size
+from conftest import REPRESENTATIVES, input_size
 from torch import nn
 
 from vidzoo.data.clip import ClipSpec
@@ -104,9 +106,26 @@ def test_get_model_cfg_matches_the_built_model() -> None:
 
 
 # --- contract, for every registered model ------------------------------------------------------
+#
+# Shapes, layouts and layers are checked for every registered model on the meta device (nothing
+# allocated or computed); gradients, head replacement and file round trips on real tensors for
+# one model per class and variant kind (REPRESENTATIVES: the C2D variants that differ from
+# c2d_timm only in the backbone they name are represented by it, on a tiny backbone).
+
+
+@functools.lru_cache(maxsize=None)
+def _meta_model(name: str) -> VideoClassifier:
+    with torch.device("meta"):
+        return create_model(name, num_classes=NUM_CLASSES, **get_model_entry(name).test_args)
 
 
 @pytest.fixture(params=list_models())
+def meta_model(request: pytest.FixtureRequest) -> VideoClassifier:
+    # Built once per name; each test gets its own copy (tests add hooks).
+    return copy.deepcopy(_meta_model(request.param))
+
+
+@pytest.fixture(params=REPRESENTATIVES)
 def model(request: pytest.FixtureRequest) -> VideoClassifier:
     torch.manual_seed(0)
     entry = get_model_entry(request.param)
@@ -116,42 +135,28 @@ def model(request: pytest.FixtureRequest) -> VideoClassifier:
 def clip_for(model: VideoClassifier, batch: int = 2) -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     cfg = model.default_cfg
+    if next(model.parameters()).is_meta:
+        return torch.empty(batch, cfg.in_chans, *input_size(cfg), device="meta")
     return torch.randn(batch, cfg.in_chans, *input_size(cfg), generator=generator)
 
 
-def test_forward_gives_one_logit_per_class(model: VideoClassifier) -> None:
-    assert model(clip_for(model)).shape == (2, NUM_CLASSES)
+def test_representatives_cover_every_model_class() -> None:
+    assert {get_model_entry(name).model_cls for name in list_models()} == {
+        get_model_entry(name).model_cls for name in REPRESENTATIVES}
 
 
-def test_backward_reaches_every_parameter(model: VideoClassifier) -> None:
-    model(clip_for(model)).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None, name
-        assert torch.isfinite(param.grad).all(), name
+def test_forward_gives_one_logit_per_class(meta_model: VideoClassifier) -> None:
+    assert meta_model(clip_for(meta_model)).shape == (2, NUM_CLASSES)
 
 
-def test_pre_logits_have_num_features(model: VideoClassifier) -> None:
-    feats = model.forward_features(clip_for(model))
-    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+def test_pre_logits_have_num_features(meta_model: VideoClassifier) -> None:
+    feats = meta_model.forward_features(clip_for(meta_model))
+    assert meta_model.forward_head(feats, pre_logits=True).shape == (2, meta_model.num_features)
 
 
-def test_reset_classifier_changes_only_the_head(model: VideoClassifier) -> None:
-    before = {name: t.clone() for name, t in model.state_dict().items()}
-    model.reset_classifier(5)
-    after = model.state_dict()
-    head = next(name for name, module in model.named_modules() if module is model.get_classifier())
-    changed = {
-        name
-        for name in after
-        if before[name].shape != after[name].shape or not torch.equal(before[name], after[name])
-    }
-    assert changed == {f"{head}.{name}" for name, _ in model.get_classifier().named_parameters()}
-    assert model.num_classes == 5
-    assert model.eval()(clip_for(model)).shape == (2, 5)
-
-
-def test_feature_info_matches_layer_outputs(model: VideoClassifier) -> None:
+def test_feature_info_matches_layer_outputs(meta_model: VideoClassifier) -> None:
     # Per-frame layers come back from forward_intermediates as clips too: (B, C, T, H, W).
+    model = meta_model
     outputs = model.forward_intermediates(clip_for(model), model.layer_names(), stop_early=False)
     assert list(outputs) == model.layer_names()
     for info in model.feature_info:
@@ -170,15 +175,41 @@ def test_feature_info_matches_layer_outputs(model: VideoClassifier) -> None:
 LAYOUT_DIMS = {"clip": 5, "sequence": 3, "vector": 2}
 
 
-def test_forward_features_has_the_declared_layout_and_the_head_completes_forward(model: VideoClassifier) -> None:
+def test_forward_features_has_the_declared_layout(meta_model: VideoClassifier) -> None:
+    feats = meta_model.forward_features(clip_for(meta_model))
+    assert feats.ndim == LAYOUT_DIMS[meta_model.default_cfg.feature_layout] and feats.shape[0] == 2
+
+
+def test_the_head_completes_forward(model: VideoClassifier) -> None:
     model.eval()
     clip = clip_for(model)
-    feats = model.forward_features(clip)
-    assert feats.ndim == LAYOUT_DIMS[model.default_cfg.feature_layout] and feats.shape[0] == 2
-    assert torch.equal(model.forward_head(feats), model(clip))
+    assert torch.equal(model.forward_head(model.forward_features(clip)), model(clip))
 
 
-def test_forward_intermediates_stops_after_the_last_layer_asked_for(model: VideoClassifier) -> None:
+def test_backward_reaches_every_parameter(model: VideoClassifier) -> None:
+    model(clip_for(model)).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+def test_reset_classifier_changes_only_the_head(model: VideoClassifier) -> None:
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    model.reset_classifier(5)
+    after = model.state_dict()
+    head = next(name for name, module in model.named_modules() if module is model.get_classifier())
+    changed = {
+        name
+        for name in after
+        if before[name].shape != after[name].shape or not torch.equal(before[name], after[name])
+    }
+    assert changed == {f"{head}.{name}" for name, _ in model.get_classifier().named_parameters()}
+    assert model.num_classes == 5
+    assert model.eval()(clip_for(model)).shape == (2, 5)
+
+
+def test_forward_intermediates_stops_after_the_last_layer_asked_for(meta_model: VideoClassifier) -> None:
+    model = meta_model
     if not model.feature_info:
         pytest.skip(f"{model.default_cfg.arch} lists no layers")
     first = model.feature_info[0].module
@@ -188,9 +219,9 @@ def test_forward_intermediates_stops_after_the_last_layer_asked_for(model: Video
     assert list(out) == [first] and ran == []
 
 
-def test_every_model_declares_its_dropout_as_dropout(model: VideoClassifier) -> None:
+def test_every_model_declares_its_dropout_as_dropout(meta_model: VideoClassifier) -> None:
     # One name for the head dropout across the families: the constructor argument "dropout".
-    entry = get_model_entry(model.default_cfg.arch)
+    entry = get_model_entry(meta_model.default_cfg.arch)
     assert "dropout" in entry.parameters() or entry.name == "keras_graph"
     assert not {"drop_rate", "num_frames", "img_size"} & set(entry.parameters())
 

@@ -22,6 +22,9 @@ from vidzoo.models.names import (
     resolve_alias,
 )
 
+# The module's fixtures are costly: one xdist worker runs all its tests (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("names")
+
 # --- parse_model_name ----------------------------------------------------------------------------
 
 

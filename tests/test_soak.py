@@ -9,6 +9,7 @@ import itertools
 import os
 import time
 
+import pytest
 from conftest import require_videos
 
 from vidzoo.data.video import VideoReader
@@ -20,7 +21,7 @@ FIXTURES = [
     "torchcodec-resources/test/resources/h264_10bits.mp4",
     "decord-testdata/tests/test_data/video_0.mov",
     "decord-testdata/tests/test_data/video_90.mov",
-    "mediabunny-testdata/test/public/frames.webm",
+    "moviepy-media/media/transparent.webm",
     "torchcodec-resources/test/resources/h265_10bits.mp4",
     "mp4parse-testdata/mp4parse/tests/h264_white_frame_sar_16_9.mp4",
     "mmaction2-samples/tests/data/rawvideo_dataset/part_0.mp4",
@@ -55,6 +56,7 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.slow
 def test_reading_2000_videos_keeps_memory_and_fds_bounded() -> None:
     root = require_videos()
     paths = [root / p for p in FIXTURES]

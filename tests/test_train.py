@@ -32,6 +32,9 @@ from vidzoo.train import (
     train,
 )
 
+# The module's fixtures are costly: one xdist worker runs all its tests (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("train")
+
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 # 50 frames at 720p; decoding fails from frame 28 on.
@@ -289,6 +292,7 @@ def ddp_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     return config, done
 
 
+@pytest.mark.slow
 def test_ddp_ranks_train_on_disjoint_shares_of_the_data(ddp_run):
     config, _ = ddp_run
     seen = [
@@ -303,12 +307,14 @@ def test_ddp_ranks_train_on_disjoint_shares_of_the_data(ddp_run):
     assert sum(n - 1 for n in Counter(seen[0] + seen[1]).values()) == padding
 
 
+@pytest.mark.slow
 def test_ddp_run_saves_a_model_file_that_loads(ddp_run):
     config, _ = ddp_run
     summary = json.loads((Path(config.out) / "summary.json").read_text())
     assert load_model(summary["model_file"]).classes == load_source(config.data).classes
 
 
+@pytest.mark.slow
 def test_ddp_run_reports_once_from_rank_zero(ddp_run):
     _, done = ddp_run
     assert done.stdout.count("model file:") == 1

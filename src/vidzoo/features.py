@@ -214,18 +214,7 @@ def extract_features(
             with other settings instead of refusing.
         on_chunk: called as ``on_chunk(chunk, num_chunks)`` after each chunk is computed.
     """
-    if per not in ("clip", "video"):
-        raise ValueError(f"per must be 'clip' or 'video', got {per!r}")
-    for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    out = Path(out) if out is not None else None
-    if out is not None:
-        _check_suffix(out)
-        if out.suffix.lower() == ".parquet":
-            _pyarrow()  # fail now, not after hours of extraction
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    out = _check_extract_args(per, batch_size, workers, chunk_size, out, overwrite)
     model = resolve_model(model, pretrained)
     if not isinstance(source, VideoSource):
         source = load_source(source)
@@ -255,24 +244,48 @@ def extract_features(
             if on_chunk is not None:
                 on_chunk(index, len(chunks))
 
+    features = _merge_chunks(template, results, source)
+    if out is not None:
+        save_features(features, out, overwrite=overwrite)
+        store.remove()
+    return features
+
+
+def _check_extract_args(per: str, batch_size: int, workers: int, chunk_size: int,
+                        out: str | os.PathLike | None, overwrite: bool) -> Path | None:
+    """`extract_features`' arguments, checked before any work; returns `out` as a Path."""
+    if per not in ("clip", "video"):
+        raise ValueError(f"per must be 'clip' or 'video', got {per!r}")
+    for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if out is None:
+        return None
+    out = Path(out)
+    _check_suffix(out)
+    if out.suffix.lower() == ".parquet":
+        _pyarrow()  # fail now, not after hours of extraction
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    return out
+
+
+def _merge_chunks(template: Features, results: list[dict[str, Any]], source: VideoSource) -> Features:
+    """The chunks' rows, in order, as one `Features` (raises when every video failed)."""
     kept = [r for r in results if len(r["video_ids"])]
     if not kept:
         first = results[0]["excluded"][0]
         raise RuntimeError(f"all {len(source)} videos failed to decode, so there are no features; "
                            f"the first, {first['path']}: {first['reason']}")
-    features = dataclasses.replace(
+    return dataclasses.replace(
         template,
         features=np.concatenate([r["features"] for r in kept]),
         video_ids=[v for r in kept for v in r["video_ids"]],
         labels=np.concatenate([r["labels"] for r in kept]),
         classes=list(source.classes),
-        clip_index=np.concatenate([r["clip_index"] for r in kept]) if per == "clip" else None,
+        clip_index=np.concatenate([r["clip_index"] for r in kept]) if template.per == "clip" else None,
         excluded=[e for r in results for e in r["excluded"]],
     )
-    if out is not None:
-        save_features(features, out, overwrite=overwrite)
-        store.remove()
-    return features
 
 
 def _extract_chunk(

@@ -71,8 +71,12 @@ class ModelEntry:
 
     @property
     def family(self) -> str:
-        """The family module's short name (``"c3d"``)."""
-        return self.model_cls.__module__.rpartition(".")[2]
+        """The family's short name: its module in vidzoo.models (``"c3d"``), else its package
+        (``"keras"``)."""
+        module = self.model_cls.__module__
+        if module.startswith("vidzoo.models."):
+            return module.rpartition(".")[2]
+        return module.split(".")[1] if module.startswith("vidzoo.") else module.split(".")[0]
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The constructor arguments a caller may give (the variant's fixed ones excluded)."""
