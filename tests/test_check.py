@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
 from test_bad_inputs import _rotated, write_audio, write_video
 from typer.testing import CliRunner
 
+import vidzoo.check as check_module
 from vidzoo.check import CheckReport, check_dataset
 from vidzoo.cli import app
 from vidzoo.data.sources import AnnotationError, from_csv, from_folder, validate_sources
@@ -83,6 +85,28 @@ def test_worker_processes_give_the_same_report(mixed, report):
 def test_a_file_past_the_timeout_is_reported_not_waited_for(mixed):
     result = check_dataset([str(mixed / "good.mp4")], workers=1, timeout=1e-4, progress=False)
     assert (result.results[0].status, result.results[0].error) == ("unreadable", "Timeout")
+
+
+def test_a_hanging_file_is_blamed_alone(mixed, monkeypatch):
+    # One file hangs the decoder; the videos queued behind it on the same worker are still checked.
+    # (Forked workers, so that they inherit the hang; the spawned default is covered by the
+    # training preflight test with a 1 s timeout, shorter than a worker's start-up.)
+    real_check = check_module.check_video
+
+    def check_video(path, **kwargs):
+        if Path(path).name == "odd.mkv":
+            time.sleep(3600)
+        return real_check(path, **kwargs)
+
+    monkeypatch.setattr(check_module, "check_video", check_video)
+    monkeypatch.setattr(check_module, "_POOL_START_METHOD", "fork")
+    paths = [str(mixed / name) for name in ("good.mp4", "odd.mkv", "short.mp4", "rotated.mp4")]
+    started = time.monotonic()
+    result = check_dataset(paths, workers=1, timeout=2.0, progress=False)
+    assert [(Path(r.path).name, r.status, r.error) for r in result.results] == [
+        ("good.mp4", "ok", ""), ("odd.mkv", "unreadable", "Timeout"), ("short.mp4", "too_short", ""),
+        ("rotated.mp4", "too_short", "")]
+    assert time.monotonic() - started < 30
 
 
 def test_csv_annotation_is_checked(mixed, tmp_path):

@@ -36,6 +36,7 @@ __all__ = ["STATUSES", "FLAGS", "VideoCheck", "CheckReport", "check_video", "che
 STATUSES = ("ok", "too_short", "unreadable", "no_video_stream")
 UNUSABLE = ("unreadable", "no_video_stream")
 FLAGS = ("rotated", "variable_frame_rate", "odd_size", "frame_count_mismatch")
+_POOL_START_METHOD = "spawn"  # not fork: the parent may hold torch's threads and locks
 _CHECK_SIZE = 64  # frames are decoded at this short side: the check needs decodability, not pixels
 
 
@@ -184,20 +185,48 @@ def check_dataset(
 def _check_in_pool(tasks, workers: int, timeout: float, advance) -> list[VideoCheck]:
     # A multiprocessing Pool rather than concurrent.futures: a worker stuck in the decoder
     # cannot be interrupted, and Pool.terminate() kills it where an executor would wait forever.
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, max(1, len(tasks))), maxtasksperchild=50)
-    try:
-        pending = [pool.apply_async(_check_one, (task,)) for task in tasks]
-        results = []
-        for task, job in zip(tasks, pending):
-            try:
-                results.append(job.get(timeout=timeout))
-            except multiprocessing.TimeoutError:
-                results.append(VideoCheck(task[0], "unreadable", "Timeout", f"no answer after {timeout:g} s",
-                                          seconds=timeout))
-            except Exception as e:  # noqa: BLE001 - a checker bug on one file must not stop the scan
-                results.append(VideoCheck(task[0], "unreadable", type(e).__name__, str(e)))
+    # Results are awaited in task order and tasks start in that order, so when every earlier
+    # task is done the awaited one has been running at least as long as we wait for it: the
+    # timeout blames the right file. After one, the pool is replaced (its worker is stuck) and the
+    # unfinished tasks run again; the workers' start-up (importing torch) is never counted.
+    results: dict[int, VideoCheck] = {}
+    remaining = list(enumerate(tasks))
+    context = multiprocessing.get_context(_POOL_START_METHOD)
+    while remaining:
+        pool = context.Pool(min(workers, len(remaining)), maxtasksperchild=50)
+        try:
+            pool.map(_ready, range(min(workers, len(remaining))))  # wait until the workers are up
+            pending = [(i, task, pool.apply_async(_check_one, (task,))) for i, task in remaining]
+            remaining = []
+            for k, (i, task, job) in enumerate(pending):
+                try:
+                    results[i] = job.get(timeout=timeout)
+                except multiprocessing.TimeoutError:
+                    results[i] = VideoCheck(task[0], "unreadable", "Timeout", f"no answer after {timeout:g} s",
+                                            seconds=timeout)
+                    advance()
+                    remaining = _collect(pending[k + 1:], results, advance)
+                    break
+                except Exception as e:  # noqa: BLE001 - a checker bug on one file must not stop the scan
+                    results[i] = VideoCheck(task[0], "unreadable", type(e).__name__, str(e))
+                advance()
+        finally:
+            pool.terminate()
+            pool.join()
+    return [results[i] for i in range(len(tasks))]
+
+
+def _ready(_: int) -> None:
+    time.sleep(0.05)  # long enough that each worker takes one of these
+
+
+def _collect(pending, results: dict[int, VideoCheck], advance) -> list:
+    """Keep the finished results of `pending`; return the unfinished tasks to run again."""
+    unfinished = []
+    for i, task, job in pending:
+        if job.ready() and job.successful():
+            results[i] = job.get()
             advance()
-        return results
-    finally:
-        pool.terminate()
-        pool.join()
+        else:
+            unfinished.append((i, task))
+    return unfinished
