@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import re
+import socket
+import time
 import urllib.error
 from pathlib import Path
 
@@ -128,6 +130,7 @@ def test_online_download_into_a_fresh_cache_and_a_failed_download(monkeypatch, o
     source, sha256, _ = r3d_torchvision_file
     filename = publish(monkeypatch, sha256)
     monkeypatch.setenv("VIDZOO_OFFLINE", "0")
+    monkeypatch.setattr("vidzoo.weights.network_unreachable", lambda url, timeout=3.0: None)  # "online"
     fetched = []
 
     def download(url, dst, hash_prefix=None):
@@ -147,6 +150,37 @@ def test_online_download_into_a_fresh_cache_and_a_failed_download(monkeypatch, o
         replace_weights(monkeypatch, "i3d", "imagenet", url="https://download.pytorch.org/models/i3d-test.pth",
                         sha256=None)
         create_model("i3d", pretrained="imagenet", frames=16, size=32, width=0.125)
+
+
+def test_without_a_network_a_download_fails_at_once_naming_the_file_and_the_offline_switch(
+        monkeypatch, offline, r3d_torchvision_file):
+    _, sha256, _ = r3d_torchvision_file
+    filename = publish(monkeypatch, sha256)
+    monkeypatch.setenv("VIDZOO_OFFLINE", "0")
+
+    def refused(address, timeout=None):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    started = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError) as err:
+        create_model("r3d_18", pretrained="kinetics400", **TINY_R3D)
+    assert time.perf_counter() - started < 1.0
+    message = str(err.value)
+    assert "no network" in message and str(offline / "checkpoints" / filename) in message
+    assert "VIDZOO_OFFLINE=1" in message
+
+
+def test_timm_weights_without_a_network_look_in_the_cache_at_once(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("VIDZOO_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr("vidzoo.models._layers.network_unreachable", lambda url, timeout=3.0: "cannot reach huggingface.co")
+    started = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError, match=r"no network\).*mobilenetv3_small_050.lamb_in1k/model.safetensors"):
+        create_model("c2d_timm", pretrained="imagenet", num_classes=4, **TIMM_TINY)
+    assert time.perf_counter() - started < 5.0
 
 
 def test_the_real_entry_is_looked_for_under_torchvisions_file_name(offline):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -390,6 +391,7 @@ def fetch_to_torch_hub_cache(url: str, sha256: str | None, offline: bool) -> Pat
             f"offline mode: {cached} is not in the torch hub cache; download {url} to that path "
             "(or run once without VIDZOO_OFFLINE/HF_HUB_OFFLINE)"
         )
+    check_network(url, f"place the file at {cached} (it is checked before use)")
     log.info("downloading %s to %s", url, cached)
     # download_url_to_file writes a temporary file beside `cached`, so the folder must exist.
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -403,6 +405,40 @@ def fetch_to_torch_hub_cache(url: str, sha256: str | None, offline: bool) -> Pat
     return cached
 
 
+# Seconds to wait for a connection to a weights host before saying there is no network: the
+# libraries' own retries (huggingface_hub's, urllib's) take about a minute to give up.
+NETWORK_TIMEOUT_S = 3.0
+
+
+def network_unreachable(url: str, timeout: float = NETWORK_TIMEOUT_S) -> str | None:
+    """Why `url`'s host cannot be reached within `timeout` (no network, DNS, a firewall), or None."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if host is None:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return f"cannot reach {host}: {err}"
+    return None
+
+
+def check_network(url: str, instead: str) -> None:
+    """Raise WeightsNotFoundError at once when `url`'s host cannot be reached, saying `instead`
+    what to do and that ``VIDZOO_OFFLINE=1`` looks only in the caches."""
+    problem = network_unreachable(url)
+    if problem is not None:
+        raise WeightsNotFoundError(f"no network ({problem}) to download {url}; {instead}, or set VIDZOO_OFFLINE=1 "
+                                   "to use only what is cached")
+
+
+def hf_hub_host() -> str:
+    """The Hugging Face hub's host (``HF_ENDPOINT`` may point elsewhere, a mirror)."""
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
 def hf_cached_file(repo_id: str, filenames: tuple[str, ...], what: str) -> str:
     """The first of `filenames` of hub repo `repo_id` in the Hugging Face cache; raises
     WeightsNotFoundError naming what was looked for when none is cached."""
@@ -414,8 +450,8 @@ def hf_cached_file(repo_id: str, filenames: tuple[str, ...], what: str) -> str:
             return found
     looked = " or ".join(f"{repo_id}/{name}" for name in filenames)
     raise WeightsNotFoundError(
-        f"offline mode: {looked} is not in the Hugging Face hub cache {constants.HF_HUB_CACHE} "
-        f"({what}); run once online to fetch it"
+        f"offline (VIDZOO_OFFLINE/HF_HUB_OFFLINE, or no network): {looked} is not in the Hugging Face hub cache "
+        f"{constants.HF_HUB_CACHE} ({what}); run once online to fetch it"
     )
 
 
