@@ -216,3 +216,13 @@ def test_models_shows_family_weights_and_aliases(listing: dict[str, dict]) -> No
     assert (listing["c3d"]["family"], listing["c3d"]["aliases"]) == ("c3d", ["C3D"])
     assert listing["r3d_18"]["family"] == "torchvision_video"
     assert listing["r3d_18"]["pretrained"] == ["kinetics400"]
+
+
+def test_the_shipped_zoo_table_is_current() -> None:
+    # `vidzoo models` reads the counted table shipped with vidzoo (listing takes well under a
+    # second instead of building every family); it must equal a fresh count.
+    from vidzoo.models.zoo_table import TABLE_FILE, compute_rows
+
+    shipped = json.loads(TABLE_FILE.read_text(encoding="utf-8"))
+    assert shipped == compute_rows(), (
+        f"{TABLE_FILE.name} is stale: regenerate it with `python -m vidzoo.models.zoo_table`")

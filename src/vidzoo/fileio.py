@@ -10,19 +10,36 @@ from pathlib import Path
 from typing import Any
 
 
+def _file_mode() -> int:
+    """The mode a new file gets from open(): 0o666 less the process umask (read without changing
+    it where /proc says it; os.umask can only be read by setting it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], Any], *, fsync: bool = True) -> Path:
     """Call ``write(temp)`` on a sibling temporary file, flush it to disk, then rename it to `path`.
 
     Readers (and a resumed run) see the old file or the complete new one, never half of one:
     the temporary file is on the same file system, so ``os.replace`` is atomic. On any error,
     the temporary file is removed and `path` is untouched. `fsync=False` skips the flush for
-    files that are cheap to rebuild (plots).
+    files that are cheap to rebuild (plots). The file gets the mode any new file gets (libraries
+    that write through their own temporary files, like safetensors, would leave it 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write(temp)
+        os.chmod(temp, _file_mode())
         if fsync:
             with open(temp, "r+b") as handle:
                 os.fsync(handle.fileno())

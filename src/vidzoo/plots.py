@@ -34,8 +34,9 @@ def plot_confusion(
     """Draw a confusion matrix (rows = true class, columns = predicted) as a PNG at `path`.
 
     `normalize=True` shows each row as fractions of that class's videos (a class with no
-    videos stays at 0). The figure and the label font scale with the class count, so 8 to 101
-    classes stay readable; cells carry their value only up to 20 classes.
+    videos stays at 0). Each row's label carries its count of videos, ``walk (12)``. The figure
+    and the label font scale with the class count, so 8 to 101 classes stay readable; cells carry
+    their value only up to 20 classes.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     n = len(classes)
@@ -43,6 +44,7 @@ def plot_confusion(
         raise ValueError(f"confusion matrix must be {n}x{n} for {n} classes, got shape {matrix.shape}")
     if n == 0:
         raise ValueError("cannot plot a confusion matrix with no classes")
+    row_labels = [f"{name} ({int(total)})" for name, total in zip(classes, matrix.sum(axis=1))]
     if normalize:
         totals = matrix.sum(axis=1, keepdims=True)
         matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
@@ -58,9 +60,9 @@ def plot_confusion(
     fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
     ticks = np.arange(n)
     ax.set_xticks(ticks, labels=list(classes), rotation=90, fontsize=font)
-    ax.set_yticks(ticks, labels=list(classes), fontsize=font)
+    ax.set_yticks(ticks, labels=row_labels, fontsize=font)
     ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_ylabel("true (videos)")
     default_title = "Confusion matrix (fraction of each true class)" if normalize else "Confusion matrix (videos)"
     ax.set_title(title or default_title, fontsize=max(12.0, side / 2))
     if n <= _ANNOTATE_MAX_CLASSES:
@@ -72,12 +74,14 @@ def plot_confusion(
     return _save(fig, path)
 
 
-def plot_curves(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+def plot_curves(rows: Sequence[dict], path: str | os.PathLike, *, chance: float | None = None) -> Path:
     """Draw loss and accuracy per epoch, side by side, as a PNG at `path`.
 
     Each row is one epoch: ``epoch``, ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc``.
     Any key may be missing or None (no validation that epoch, say): that point is left out.
-    A row without ``epoch`` is placed at its position in `rows`, counting from 1.
+    A row without ``epoch`` is placed at its position in `rows`, counting from 1. The epoch of
+    the best ``val_acc`` is marked on both panels; `chance` (1 / classes) is drawn on the
+    accuracy panel. A single epoch gets an axis around that one point.
     """
     if not rows:
         raise ValueError("no epochs to plot: rows is empty")
@@ -96,16 +100,32 @@ def plot_curves(rows: Sequence[dict], path: str | os.PathLike) -> Path:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o", markersize=3, label=key.split("_")[0])
                 drawn = True
+        best = _best_epoch(rows)
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle=":", linewidth=1, label=f"best val (epoch {best:g})")
+        if label == "accuracy" and chance is not None:
+            ax.axhline(chance, color="red", linestyle="--", linewidth=1, alpha=0.6, label=f"chance ({chance:.1%})")
         if drawn:
             ax.legend()
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epochs = [row.get("epoch", i) for i, row in enumerate(rows, start=1)]
+        if len(set(epochs)) == 1:  # one epoch: an axis around it, not an arbitrary span
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+            ax.set_xticks([epochs[0]])
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _best_epoch(rows: Sequence[dict]) -> float | None:
+    scored = [(row["val_acc"], row.get("epoch", i)) for i, row in enumerate(rows, start=1)
+              if row.get("val_acc") is not None and _finite(row["val_acc"])]
+    # The first of equal scores, as ModelCheckpoint keeps it.
+    return max(scored, key=lambda pair: (pair[0], -pair[1]))[1] if scored else None
 
 
 def _finite(value: object) -> bool:

@@ -14,33 +14,6 @@ from vidzoo.cli._common import console, print_json, user_errors, wide_console
 _CLASSES_SHOWN = 10  # `vidzoo info` shows this many class names of a long list
 
 
-def _model_row(name: str) -> dict[str, Any]:
-    """One row of ``vidzoo models``: sizes from one build on the meta device (nothing allocated)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from vidzoo.models._registry import get_model_entry
-    from vidzoo.models.factory import create_model
-    from vidzoo.models.names import model_aliases
-
-    entry = get_model_entry(name)
-    row: dict[str, Any] = {"name": name, "family": entry.family, "description": entry.description,
-                           "params": None, "gflops": None, "clip": None, "paper": None,
-                           "arguments": list(entry.parameters()), "pretrained": sorted(entry.weights),
-                           "aliases": model_aliases(name)}
-    if entry.required():
-        row["note"] = f"sizes depend on {', '.join(entry.required())}"
-        return row
-    with torch.device("meta"):
-        model = create_model(name).eval()
-        cfg = model.default_cfg
-        with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, cfg.in_chans, cfg.clip.frames, *cfg.clip.size))
-    row.update(params=sum(p.numel() for p in model.parameters()), gflops=round(counter.get_total_flops() / 1e9, 3),
-               clip=cfg.clip.model_dump(mode="json"), paper=cfg.paper_title, layers=model.layer_names())
-    return row
-
-
 def _clip_text(clip: dict[str, Any]) -> str:
     h, w = clip["size"]
     how = "segments" if clip["sampling"] == "segment" else (
@@ -63,7 +36,7 @@ def models(
     GFLOPs: torch.utils.flop_counter's count for one clip, a multiply-add counting as 2 FLOPs,
     on the meta device (nothing is allocated or computed). A model whose constructor needs an
     argument (c2d_timm: a backbone) shows no sizes."""
-    from vidzoo.models._registry import list_models
+    from vidzoo.models.zoo_table import rows as zoo_rows
 
     if pretrained:
         _pretrained_table(pattern, as_json)
@@ -71,7 +44,7 @@ def models(
     if layers:
         _layers_table(pattern, as_json)
         return
-    rows = [_model_row(name) for name in list_models(pattern)]
+    rows = zoo_rows(pattern)
     if as_json:
         print_json(rows)
         return
