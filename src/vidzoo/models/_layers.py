@@ -19,7 +19,9 @@ from vidzoo.weights import (
     Weights,
     WeightsNotFoundError,
     hf_cached_file,
+    hf_hub_host,
     hf_offline,
+    network_unreachable,
 )
 
 __all__ = ["BACKBONES", "Backbone", "FrameEncoder", "resolve_backbone", "timm_imagenet_weights"]
@@ -245,6 +247,9 @@ def _fetch_timm_imagenet(model: VideoClassifier, offline: bool) -> Fetched:
     cfg = encoder.net.pretrained_cfg
     hf_hub_id = cfg.get("hf_hub_id")
     where = f"hf-hub:{hf_hub_id}" if hf_hub_id else str(cfg.get("url"))
+    # Without a network the hub's client retries for about a minute: look in its cache at once.
+    if not offline:
+        offline = network_unreachable(f"https://{hf_hub_host()}" if hf_hub_id else str(cfg.get("url"))) is not None
     if offline:
         if not hf_hub_id:
             raise WeightsNotFoundError(
