@@ -292,8 +292,9 @@ CASES = [
     Case("csv_unknown_label", _annotation("a.mp4,run\nb.mp4,swim\n"), Raises(AnnotationError, "unknown label 'swim'"), "csv:classes"),
     Case("csv_one_based_indices", _annotation("a.mp4,1\nb.mp4,2\n"), Labels((("a.mp4", "run"), ("b.mp4", "walk"))), "csv:index1"),
     Case("csv_index_out_of_range", _annotation("a.mp4,1\nb.mp4,3\n"), Raises(AnnotationError, "class index 3 out of range 1..2"), "csv:index1"),
-    Case("csv_parent_path", _annotation("a.mp4,run\n../b.mp4,walk\n"), Raises(AnnotationError, "'../b.mp4' escapes the dataset root"), "csv"),
-    Case("csv_absolute_path", _annotation("{abs},run\nb.mp4,walk\n"), Raises(AnnotationError, "absolute path"), "csv"),
+    Case("csv_parent_path", _annotation("a.mp4,run\n../b.mp4,walk\n"), Raises(AnnotationError, "'../b.mp4' escapes the dataset root"), "csv:confine"),
+    Case("csv_absolute_path", _annotation("{abs},run\nb.mp4,walk\n"), Raises(AnnotationError, "absolute path"), "csv:confine"),
+    Case("csv_absolute_path_local", _annotation("{abs},run\nb.mp4,walk\n"), Labels((("a.mp4", "run"), ("b.mp4", "walk"))), "csv"),
 ]
 
 
@@ -309,8 +310,9 @@ def run_case(case: Case, tmp: Path) -> tuple:
     kind, _, arg = case.action.partition(":")
     try:
         if kind == "csv":
-            classes = ["run", "walk"] if arg else None
-            source = from_csv(path, classes=classes, label_format=arg if arg.startswith("index") else "name")
+            classes = ["run", "walk"] if arg in ("classes", "index0", "index1") else None
+            source = from_csv(path, classes=classes, label_format=arg if arg.startswith("index") else "name",
+                              confine=arg == "confine")
             pairs = tuple(sorted((s.video_id, source.classes[s.label]) for s in source.samples))
             return ("labels", pairs), str(path)
         max_pixels = 1000 if arg.startswith("max_pixels") else 4096 * 2304

@@ -111,7 +111,7 @@ def test_csv_source_lists_all_problems_in_one_error(folder_dataset, tmp_path):
         "onlyonecolumn\n",
     )
     with pytest.raises(AnnotationError) as info:
-        from_csv(ann, classes=["jump", "run"])
+        from_csv(ann, classes=["jump", "run"], confine=True)  # what a server uses for what it is sent
     problems = info.value.problems
     assert len(problems) == 6, problems
     text = str(info.value)
@@ -119,6 +119,25 @@ def test_csv_source_lists_all_problems_in_one_error(folder_dataset, tmp_path):
                      "absolute path", "unknown label 'swim'", "line 8: expected"):
         assert expected in text
     assert str(ann) in text
+    # A user's own file (the default): absolute paths and paths outside the root are read as written.
+    with pytest.raises(AnnotationError) as info:
+        from_csv(ann, classes=["jump", "run"])
+    text = str(info.value)
+    assert len(info.value.problems) == 4, info.value.problems
+    assert "absolute path" not in text and "escapes" not in text
+    assert "duplicate entry" in text and "unknown label 'swim'" in text
+
+
+def test_csv_paths_may_be_absolute_or_relative_to_a_data_root(folder_dataset, tmp_path):
+    absolute = _write(tmp_path / "abs.csv", f"{folder_dataset / 'run' / 'a.mp4'},run\n"
+                                            f"{folder_dataset / 'jump' / 'c.avi'},jump\n")
+    source = from_csv(absolute)
+    assert [Path(s.path) for s in source.samples] == [folder_dataset / "run" / "a.mp4", folder_dataset / "jump" / "c.avi"]
+    rooted = _write(tmp_path / "rooted.csv", "run/a.mp4,run\njump/c.avi,jump\n")
+    with pytest.raises(AnnotationError, match=r"missing file 'run/a.mp4'.*--data-root"):
+        from_csv(rooted)  # relative to the CSV's own folder by default
+    source = from_csv(rooted, root=folder_dataset)
+    assert [s.video_id for s in source.samples] == ["run/a.mp4", "jump/c.avi"]
 
 
 def test_other_split_reindexed_by_name_not_position(folder_dataset):

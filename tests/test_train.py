@@ -176,8 +176,9 @@ def test_broken_video_fails_for_every_training_clip():
 
 
 def test_broken_video_is_skipped_and_written_to_bad_videos_csv(dataset, data_with_broken_video, tmp_path):
+    # No preflight, which would leave the file out before training: this is the skip in training.
     config = tiny_config(dataset, tmp_path / "run", data=str(data_with_broken_video), epochs=1,
-                         max_bad_fraction=0.5, **BROKEN_CLIP)
+                         max_bad_fraction=0.5, preflight=0, **BROKEN_CLIP)
     result = train(config)
     assert result.bad_videos == 1
     with open(Path(result.run_dir) / "bad_videos.csv", newline="") as f:
@@ -190,9 +191,30 @@ def test_broken_video_is_skipped_and_written_to_bad_videos_csv(dataset, data_wit
 
 def test_max_bad_fraction_stops_training_and_names_bad_videos_csv(dataset, data_with_broken_video, tmp_path):
     config = tiny_config(dataset, tmp_path / "run", data=str(data_with_broken_video), epochs=1,
-                         max_bad_fraction=0.0, **BROKEN_CLIP)
+                         max_bad_fraction=0.0, preflight=0, **BROKEN_CLIP)
     with pytest.raises(TrainingError, match="bad_videos.csv"):
         train(config)
+
+
+def test_the_preflight_leaves_a_broken_video_out_before_training_and_lists_it(
+        dataset, data_with_broken_video, tmp_path, caplog):
+    config = tiny_config(dataset, tmp_path / "run", data=str(data_with_broken_video), epochs=1,
+                         max_bad_fraction=0.5, **BROKEN_CLIP)
+    with caplog.at_level("INFO", logger="vidzoo.train"):
+        result = train(config)
+    assert result.preflight["unreadable"] == 1 and result.bad_videos == 1
+    assert "skipping" in caplog.text and "corrupted.mp4" in caplog.text
+    with open(Path(result.run_dir) / "bad_videos.csv", newline="") as f:
+        assert [Path(row["path"]).name for row in csv.DictReader(f)] == ["corrupted.mp4"]
+    assert "corrupted.mp4" not in (Path(result.run_dir) / "train_split.csv").read_text()
+
+
+def test_the_preflight_refuses_too_many_broken_videos_naming_them(dataset, data_with_broken_video, tmp_path):
+    config = tiny_config(dataset, tmp_path / "run", data=str(data_with_broken_video), epochs=1,
+                         max_bad_fraction=0.0, **BROKEN_CLIP)
+    with pytest.raises(TrainingError, match=r"1 of 17 videos cannot be used .*corrupted\.mp4: decoding failed"):
+        train(config)
+    assert not (tmp_path / "run").exists()  # a run refused before training leaves nothing behind
 
 
 # --------------------------------------------------------------------------- schedules

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -38,12 +39,37 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
             FileExistsError, NotADirectoryError, ValueError, ImportError)
 
 
+class _ReportHandler(logging.Handler):
+    """vidzoo's log records as the command's report on stderr: INFO lines as they are,
+    warnings as ``warning: ...``. Looks up stderr at each record, so captured output works."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            err_console.print(f"[yellow]warning:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+        else:
+            err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+
+def report_logging() -> None:
+    """Print what vidzoo's ``vidzoo.train`` logger reports (INFO and up) and every vidzoo warning."""
+    root = logging.getLogger("vidzoo")
+    if not any(isinstance(h, _ReportHandler) for h in root.handlers):
+        root.addHandler(_ReportHandler(logging.WARNING))
+        root.propagate = False
+        train = logging.getLogger("vidzoo.train")
+        train.setLevel(logging.INFO)
+        train.addHandler(_ReportHandler(logging.INFO))
+        train.propagate = False
+
+
 def user_errors(command: F) -> F:
     """Run `command`; a user error (bad input, missing file, broken video, bad option) prints one
-    clear line and exits 2; Ctrl-C exits 130 quietly."""
+    clear line and exits 2; Ctrl-C exits 130 quietly. vidzoo's reports and warnings are printed."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        report_logging()
         try:
             return command(*args, **kwargs)
         except typer.Exit:

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from vidzoo.cli._common import console, print_json, user_errors
+from vidzoo.cli._common import console, err_console, print_json, user_errors
 
 CLIPS_HELP = "Clips per video, spread evenly over it (default: the model file's clips_per_video)."
 CROPS_HELP = "Crops per clip: 1 (centre) or 3 (along the long side) (default: the model file's)."
@@ -40,15 +40,36 @@ def eval_command(
     if as_json:
         print_json(report.to_dict())
         return
+    _print_per_class(report)
+    # Top-k says something only when k is smaller than the class count (else it is always 100%).
+    top_k = f"  top-{report.top_k}: {report.top5_accuracy:.2%}" if report.top_k < len(report.classes) else ""
     console.print(f"videos: {report.num_videos}  clip accuracy: {report.clip_accuracy:.2%}  "
-                  f"video accuracy: {report.video_accuracy:.2%}  top-{report.top_k}: {report.top5_accuracy:.2%}  "
-                  f"mean class accuracy: {report.mean_class_accuracy:.2%}")
+                  f"video accuracy: {report.video_accuracy:.2%}{top_k}  "
+                  f"mean class accuracy: {report.mean_class_accuracy:.2%}  "
+                  f"({report.clips_per_video} clip(s) x {report.crops} crop(s) per video)")
     if report.excluded:
         console.print(f"[yellow]excluded {len(report.excluded)} video(s) that failed to decode:[/]")
         for item in report.excluded:
             console.print(f"  {item['path']}: {item['reason']}", highlight=False)
     if out is not None:
         console.print(f"report written to {out}")
+
+
+_PER_CLASS_ROWS = 40  # a longer per-class table shows the worst and the best classes
+
+
+def _print_per_class(report) -> None:
+    from rich.table import Table
+
+    rows = sorted(report.per_class.items(), key=lambda item: (item[1]["accuracy"] is None, item[1]["accuracy"] or 0))
+    if len(rows) > _PER_CLASS_ROWS:
+        half = _PER_CLASS_ROWS // 2
+        rows = [*rows[:half], ("...", {"videos": "", "accuracy": None}), *rows[-half:]]
+    table = Table("class", "videos", "accuracy", title="per class (worst first)")
+    for name, row in rows:
+        accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
+        table.add_row(name, str(row["videos"]), accuracy)
+    console.print(table)
 
 
 @user_errors
@@ -59,34 +80,49 @@ def predict(
     clips_per_video: Optional[int] = typer.Option(None, min=1, help=CLIPS_HELP),
     window: Optional[float] = typer.Option(None, help="Predict per window of this many seconds (long videos)."),
     stride: Optional[float] = typer.Option(None, help="Seconds between window starts (default: --window)."),
+    skip_bad: bool = typer.Option(False, help="A video that fails to decode is listed and does not fail the command."),
     device: str = typer.Option("cpu", help="torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Top-k labels per video, or per time window with --window/--stride."""
+    """Top-k labels per video, or per time window with --window/--stride. Every video gets its
+    answer or its error; the exit code is 1 when a video failed (0 with --skip-bad)."""
+    from vidzoo.data.video import VideoDecodeError
     from vidzoo.models.factory import load_model
     from vidzoo.predict import predict_video, predict_windows
 
     results = []
     model = load_model(model_file)
     for video in videos:
-        if window is not None:
-            windows = predict_windows(model, video, window=window, stride=stride or window, top_k=top_k, device=device)
-            results.append({"path": str(video), "windows": [w.to_dict() for w in windows]})
-        else:
-            results.append(predict_video(model, video, top_k=top_k, clips_per_video=clips_per_video,
-                                         device=device).to_dict())
+        try:
+            if window is not None:
+                windows = predict_windows(model, video, window=window, stride=stride or window, top_k=top_k,
+                                          device=device)
+                results.append({"path": str(video), "windows": [w.to_dict() for w in windows]})
+            else:
+                results.append(predict_video(model, video, top_k=top_k, clips_per_video=clips_per_video,
+                                             device=device).to_dict())
+        except VideoDecodeError as e:
+            results.append({"path": str(video), "error": type(e).__name__, "reason": e.reason})
+        if not as_json:
+            _print_prediction(results[-1])
     if as_json:
         print_json(results)
-        return
-    for result in results:
-        console.print(f"[bold]{result['path']}[/]", highlight=False)
-        if "windows" in result:
-            for w in result["windows"]:
-                top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in w["top"])
-                console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False)
-        else:
-            for t in result["top"]:
-                console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False)
+    failed = [r for r in results if "error" in r]
+    if failed and not skip_bad:
+        raise typer.Exit(code=1)
+
+
+def _print_prediction(result: dict) -> None:
+    console.print(f"[bold]{result['path']}[/]", highlight=False)
+    if "error" in result:
+        err_console.print(f"  [red]{result['error']}:[/] {result['reason']}", highlight=False)
+    elif "windows" in result:
+        for w in result["windows"]:
+            top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in w["top"])
+            console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False)
+    else:
+        for t in result["top"]:
+            console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

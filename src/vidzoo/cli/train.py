@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from vidzoo.cli._common import console, user_errors
+from vidzoo.cli._common import console, err_console, fail, user_errors
 from vidzoo.cli._generate import option_parameters, parse_key_values
 
 # The clip fields left unset take the pretrained model file's value, else the architecture's.
@@ -48,7 +48,16 @@ def _train(
         if config is None and "data" not in given:
             raise ValueError("--data is required (or --config with a 'data' entry)")
         cfg = TrainConfig.load(config, **given)
-    result = train(cfg, resume=resume, verbose=verbose)
+    try:
+        result = train(cfg, resume=resume, verbose=verbose)
+    except KeyboardInterrupt:
+        fail(_interrupted(Path(cfg.out) if resume is None else resume), code=130)
+    except BaseException:
+        run_dir = Path(cfg.out) if resume is None else resume
+        if run_dir.is_dir():
+            err_console.print(f"the run directory {run_dir} is kept: config.yaml and what the run wrote before it "
+                              "stopped (remove it, or fix the problem and run again)", highlight=False)
+        raise
     if not result.model_file:  # a DDP rank other than 0: rank 0 writes the model and reports
         return
     if result.load_report:
@@ -61,6 +70,14 @@ def _train(
         test = result.test
         console.print(f"test: video accuracy {test['video_accuracy']:.2%}, clip accuracy {test['clip_accuracy']:.2%} "
                       f"({test['num_videos']} videos)")
+
+
+def _interrupted(run_dir: Path) -> str:
+    """What to say after Ctrl-C: how to continue, if there is anything to continue."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if run_dir.is_file() or last.is_file():
+        return f"interrupted; `vidzoo train --resume {run_dir}` continues from the last checkpoint"
+    return f"interrupted before the first checkpoint: nothing to resume in {run_dir}"
 
 
 def _command():

@@ -66,7 +66,9 @@ class VideoDataset(Dataset):
     (`bad_videos`) and replaced by another video of the dataset.
 
     Evaluation: all the pipeline's views of the video, stacked ``(clips * crops, C, T, H, W)``.
-    Evaluation never substitutes: a failure raises `VideoDecodeError`.
+    Evaluation never substitutes: a failure raises `VideoDecodeError`, or with `skip_bad`
+    (validation during training) the item is None and the failure is recorded like a training
+    one.
 
     Frames are decoded directly at the pipeline's decode size (short side), so no
     full-resolution frame is ever materialised.
@@ -81,6 +83,7 @@ class VideoDataset(Dataset):
         bad_video_log: str | os.PathLike | None = None,
         max_substitutions: int = 10,
         decoder: str = "pyav",
+        skip_bad: bool = False,
     ):
         if len(source) == 0:
             raise ValueError(f"{source.origin}: the dataset has no videos")
@@ -90,6 +93,7 @@ class VideoDataset(Dataset):
         self.epoch = 0
         self.max_substitutions = max_substitutions
         self.decoder = decoder
+        self.skip_bad = skip_bad
         self._bad = _BadVideoLog(str(bad_video_log) if bad_video_log else None)
 
     @classmethod
@@ -125,7 +129,13 @@ class VideoDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         if not self.train:
             sample = self.source.samples[index]
-            return self._load(sample, None), sample.label, sample.video_id
+            try:
+                return self._load(sample, None), sample.label, sample.video_id
+            except (VideoDecodeError, ClipTooShortError) as e:
+                if not self.skip_bad:
+                    raise
+                self._record(sample, e)
+                return None
         rng = np.random.default_rng([self.seed, epoch, index])
         candidate = index
         for _ in range(self.max_substitutions + 1):
@@ -133,14 +143,17 @@ class VideoDataset(Dataset):
             try:
                 return self._load(sample, rng), sample.label, sample.video_id
             except (VideoDecodeError, ClipTooShortError) as e:
-                reason = getattr(e, "reason", None) or str(e)
-                log.warning("skipping %s: %s", sample.path, reason)
-                self._bad.add(BadVideo(sample.path, reason, type(e).__name__))
+                self._record(sample, e)
                 candidate = int(rng.integers(len(self.source)))
         raise RuntimeError(
             f"{self.max_substitutions + 1} videos in a row failed to decode, the last {sample.path}; "
             "check the dataset with `vidzoo check`"
         )
+
+    def _record(self, sample: VideoSample, error: Exception) -> None:
+        reason = getattr(error, "reason", None) or str(error)
+        log.warning("skipping %s: %s", sample.path, reason)
+        self._bad.add(BadVideo(sample.path, reason, type(error).__name__))
 
     def _load(self, sample: VideoSample, rng: np.random.Generator | None) -> torch.Tensor:
         # The path is logged before decoding starts, so a decoder that crashes or hangs its

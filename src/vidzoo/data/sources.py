@@ -9,14 +9,16 @@ read from one of:
 - HMDB-51 split files: ``<class>_test_split<N>.txt`` (1 train, 2 test)    (`from_hmdb51`)
 
 Labels are matched by class *name*, never by position, so a class missing from one split
-shifts nothing. Every problem in an annotation (missing file, unknown label, duplicate, a
-path that is absolute or escapes the root) is collected and reported at once, before any
-training starts.
+shifts nothing. Every problem in an annotation (missing file, unknown label, duplicate, and
+with ``confine=True`` a path that is absolute or escapes the root) is collected and reported at
+once, before any training starts. `data_warnings` names what is legal but probably a mistake
+(a label that is a typo of another, a class with very few videos).
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -38,6 +40,9 @@ __all__ = [
     "validate_sources",
     "read_class_list",
     "stratified_split",
+    "split_counts",
+    "write_split",
+    "data_warnings",
 ]
 
 
@@ -123,24 +128,34 @@ def _resolve_classes(found: Iterable[str], classes: Sequence[str] | None) -> lis
 # --------------------------------------------------------------------------- path checks
 
 
-def _check_relative_path(raw: str, root: Path) -> tuple[Path | None, str | None]:
-    """Resolve an annotation path under `root`; return (path, None) or (None, problem)."""
+def _annotation_path(raw: str, root: Path, confine: bool) -> tuple[Path | None, str | None]:
+    """An annotation's path: absolute, or relative to `root`; return (path, None) or
+    (None, problem). With `confine` (anything a server is sent) only relative paths that stay
+    under `root` are allowed."""
     text = raw.strip().replace("\\", "/")
     if not text:
         return None, "empty path"
     posix = PurePosixPath(text)
-    if posix.is_absolute() or re.match(r"^[A-Za-z]:/", text):
+    absolute = posix.is_absolute() or re.match(r"^[A-Za-z]:/", text)
+    if confine and absolute:
         return None, f"absolute path {raw!r} (paths must be relative to the dataset root)"
-    if ".." in posix.parts:
+    if confine and ".." in posix.parts:
         return None, f"path {raw!r} escapes the dataset root"
-    path = root.joinpath(*posix.parts)
+    path = Path(text) if absolute else root.joinpath(*posix.parts)
     if not path.is_file():
-        return None, f"missing file {raw!r} (looked for {path})"
+        hint = "" if absolute else " (relative paths are read from the annotation's folder, or --data-root)"
+        return None, f"missing file {raw!r} (looked for {path}){hint}"
     return path, None
 
 
 def _sample(path: Path, label: int, root: Path) -> VideoSample:
-    return VideoSample(str(path), label, path.relative_to(root).as_posix())
+    # The id is the path relative to the root when the video lies under it (stable across
+    # machines), else the path itself.
+    try:
+        video_id = path.relative_to(root).as_posix()
+    except ValueError:
+        video_id = path.as_posix()
+    return VideoSample(str(path), label, video_id)
 
 
 def _finish(origin, root: Path, classes: list[str], pairs: list[tuple[Path, str]], problems: list[str]) -> VideoSource:
@@ -149,11 +164,14 @@ def _finish(origin, root: Path, classes: list[str], pairs: list[tuple[Path, str]
     seen: dict[Path, str] = {}
     samples = []
     for path, name in pairs:
+        shown = _sample(path, 0, root).video_id
         if name not in index:
-            problems.append(f"unknown label {name!r} for {path.relative_to(root).as_posix()} (classes: {_few(classes)})")
+            close = difflib.get_close_matches(name, classes, n=1, cutoff=0.75)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"unknown label {name!r} for {shown} (classes: {_few(classes)}){hint}")
             continue
         if path in seen:
-            problems.append(f"duplicate entry {path.relative_to(root).as_posix()} (labels {seen[path]!r} and {name!r})")
+            problems.append(f"duplicate entry {shown} (labels {seen[path]!r} and {name!r})")
             continue
         seen[path] = name
         samples.append(_sample(path, index[name], root))
@@ -199,9 +217,12 @@ def from_csv(
     classes: Sequence[str] | None = None,
     root: str | os.PathLike | None = None,
     label_format: Literal["name", "index0", "index1"] = "name",
+    confine: bool = False,
 ) -> VideoSource:
-    """A ``path,label`` CSV (or tab-separated) file; paths are relative to `root`, by default
-    the annotation file's folder. A header row ``path,label`` is optional. BOM and CRLF are fine.
+    """A ``path,label`` CSV (or tab-separated) file. Paths are absolute, or relative to `root`
+    (by default the annotation file's folder); with `confine` only relative paths that stay
+    under `root` are allowed (what a server must use for anything it is sent). A header row
+    ``path,label`` is optional. BOM and CRLF are fine.
 
     Labels are class names unless `label_format` says they are indices into `classes`
     (``"index0"``: 0-based, ``"index1"``: 1-based, as in UCF-101), which must then be given.
@@ -226,7 +247,7 @@ def from_csv(
         if len(row) < 2:
             problems.append(f"line {line_no}: expected 'path{delimiter}label', got {delimiter.join(row)!r}")
             continue
-        video, problem = _check_relative_path(row[0], root)
+        video, problem = _annotation_path(row[0], root, confine)
         if problem:
             problems.append(f"line {line_no}: {problem}")
             continue
@@ -287,7 +308,7 @@ def from_ucf101(
         parts = line.split()
         if not parts:
             continue
-        video, problem = _check_relative_path(parts[0], root)
+        video, problem = _annotation_path(parts[0], root, confine=True)
         if problem:
             problems.append(f"{list_file.name} line {line_no}: {problem}")
             continue
@@ -335,7 +356,7 @@ def from_hmdb51(
                 continue
             if parts[1] != wanted_flag:
                 continue
-            video, problem = _check_relative_path(f"{name}/{parts[0]}", root)
+            video, problem = _annotation_path(f"{name}/{parts[0]}", root, confine=True)
             if problem:
                 problems.append(f"{split_file.name} line {line_no}: {problem}")
                 continue
@@ -343,16 +364,23 @@ def from_hmdb51(
     return _finish(splits_dir, root, classes, pairs, problems)
 
 
-def load_source(data: str | os.PathLike, classes: Sequence[str] | str | os.PathLike | None = None) -> VideoSource:
+def load_source(
+    data: str | os.PathLike,
+    classes: Sequence[str] | str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    confine: bool = False,
+) -> VideoSource:
     """A folder-per-class root, or a CSV/TSV annotation file. `classes` is a list of names or a
-    class-list file; by default the sorted class names found."""
+    class-list file (then a label outside it is an error); by default the sorted class names
+    found. For a CSV, `root` is where relative paths start (default: its folder) and `confine`
+    refuses absolute paths and paths leaving `root` (see `from_csv`)."""
     if classes is not None and not isinstance(classes, (list, tuple)):
         classes = read_class_list(classes)
     path = Path(data)
     if path.is_dir():
         return from_folder(path, classes)
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return from_csv(path, classes)
+        return from_csv(path, classes, root=root, confine=confine)
     if not path.exists():
         raise AnnotationError(path, ["no such file or directory"])
     raise AnnotationError(path, [f"expected a class-per-folder directory or a .csv/.tsv annotation, got {path.suffix!r}"])
@@ -383,8 +411,12 @@ def validate_sources(train: VideoSource, val: VideoSource | None = None, test: V
 
 
 def stratified_split(source: VideoSource, fraction: float, seed: int = 0) -> tuple[VideoSource, VideoSource]:
-    """Hold out `fraction` of every class (at least one video per class that has two or more),
-    reproducibly from `seed`. Returns (kept, held_out)."""
+    """Hold out `fraction` of every class, reproducibly from `seed`; returns (kept, held_out).
+
+    Each class gives ``round(fraction * its videos)`` videos (half up), and always keeps at least
+    one for training: a class with fewer than ``1 / (2 * fraction)`` videos gives none, so small
+    classes are not halved (`split_counts` reports what each class gave).
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)
@@ -394,9 +426,7 @@ def stratified_split(source: VideoSource, fraction: float, seed: int = 0) -> tup
         by_class.setdefault(sample.label, []).append(i)
     for label in sorted(by_class):
         members = by_class[label]
-        if len(members) < 2:
-            continue
-        n = min(len(members) - 1, max(1, round(fraction * len(members))))
+        n = min(len(members) - 1, int(np.floor(fraction * len(members) + 0.5)))
         held.extend(rng.permutation(members)[:n].tolist())
     held_set = set(held)
     kept = [i for i in range(len(source)) if i not in held_set]
@@ -404,3 +434,63 @@ def stratified_split(source: VideoSource, fraction: float, seed: int = 0) -> tup
         source.subset(kept, f"{source.origin} (train part)"),
         source.subset(sorted(held_set), f"{source.origin} (held-out {fraction:g})"),
     )
+
+
+def split_counts(splits: dict[str, VideoSource]) -> list[dict[str, object]]:
+    """Videos per class and split, one row per class: ``{"class": ..., "train": n, "val": n, ...}``."""
+    names = next(iter(splits.values())).classes
+    counts = {split: source.class_counts() for split, source in splits.items()}
+    return [{"class": name, **{split: counts[split].get(name, 0) for split in splits}} for name in names]
+
+
+def write_split(source: VideoSource, path: str | os.PathLike) -> Path:
+    """`source` as a ``path,label`` CSV (absolute paths): the exact videos of a split."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows([sample.path, source.classes[sample.label]] for sample in source.samples)
+    return path
+
+
+# A class with fewer training videos than this is named: the model can hardly learn it.
+FEW_VIDEOS = 5
+
+
+def data_warnings(source: VideoSource, few: int = FEW_VIDEOS) -> list[str]:
+    """What is legal in a training source but probably a mistake: a label that looks like a typo
+    of another (the same once case, spaces, '-' and '_' are ignored; or one edit apart while
+    having far fewer videos), and classes with fewer than `few` videos."""
+    counts = source.class_counts()
+    warnings = []
+    names = sorted(counts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if _normalised(a) == _normalised(b):
+                warnings.append(f"labels {a!r} ({counts[a]} videos) and {b!r} ({counts[b]}) differ only in case, "
+                                "spaces or '-'/'_': one class or two?")
+            elif _one_edit_apart(a, b) and 4 * min(counts[a], counts[b]) <= max(counts[a], counts[b]):
+                rare, common = (a, b) if counts[a] < counts[b] else (b, a)
+                warnings.append(f"label {rare!r} ({counts[rare]} videos) looks like a typo of {common!r} "
+                                f"({counts[common]} videos); fix the annotation or pass --classes to fix the list")
+    small = [f"{name} ({n})" for name, n in counts.items() if n < few]
+    if small:
+        warnings.append(f"{len(small)} class(es) have fewer than {few} training videos: {', '.join(small[:10])}"
+                        f"{' ...' if len(small) > 10 else ''}")
+    return warnings
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name.lower())
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """One insertion, deletion, substitution or swap of neighbours turns `a` into `b`."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,7 +18,6 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from vidzoo.data.dataset import VideoDataset
 from vidzoo.fileio import write_atomically
 from vidzoo.transfer import unfreeze
 
@@ -118,14 +118,17 @@ def write_bad_videos(run_dir: Path, bad_videos) -> list[str]:
 
 
 class RunRecorder(Callback):
-    """Per-epoch metrics.csv and curves.png; checks the broken-video budget after each epoch."""
+    """Per-epoch metrics.csv and curves.png; bad_videos.csv (the run's skipped videos so far);
+    checks the broken-video budget after each epoch."""
 
     FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "clips_per_s",
               "data_wait", "bad_videos"]
 
-    def __init__(self, run_dir: Path, train_dataset: VideoDataset, max_bad_fraction: float, throughput: Throughput):
+    def __init__(self, run_dir: Path, bad_videos: Callable[[], list], total_videos: int, max_bad_fraction: float,
+                 throughput: Throughput):
         self.run_dir = run_dir
-        self.train_dataset = train_dataset
+        self.bad_videos = bad_videos
+        self.total_videos = total_videos
         self.max_bad_fraction = max_bad_fraction
         self.throughput = throughput
         self._epoch_start = time.perf_counter()
@@ -136,7 +139,7 @@ class RunRecorder(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        bad = write_bad_videos(self.run_dir, self.train_dataset.bad_videos)
+        bad = write_bad_videos(self.run_dir, self.bad_videos())
         m = trainer.callback_metrics
         row = {
             "epoch": trainer.current_epoch,
@@ -160,13 +163,14 @@ class RunRecorder(Callback):
         try:
             from vidzoo.plots import plot_curves
 
-            plot_curves(read_metrics(path), self.run_dir / "curves.png")
+            chance = 1 / pl_module.model.num_classes
+            plot_curves(read_metrics(path), self.run_dir / "curves.png", chance=chance)
         except Exception as e:  # noqa: BLE001 - a plot must never end a training run
             log.warning("could not draw curves.png: %s", e)
-        limit = self.max_bad_fraction * len(self.train_dataset)
+        limit = self.max_bad_fraction * self.total_videos
         if len(bad) > limit:
             raise TrainingError(
-                f"{len(bad)} of {len(self.train_dataset)} training videos failed to decode, more than "
+                f"{len(bad)} of {self.total_videos} videos failed to decode, more than "
                 f"max_bad_fraction={self.max_bad_fraction:g}; see {self.run_dir / 'bad_videos.csv'} "
                 "and run `vidzoo check` on the dataset"
             )
@@ -344,8 +348,8 @@ def worker_failure(error: BaseException, record_dir: Path, since: float) -> Trai
     message = str(error)
     if isinstance(error, (ConnectionError, EOFError)):
         message = f"a DataLoader worker died while handing over a batch ({type(error).__name__}: {error})"
-    elif "DataLoader worker" not in message and "DataLoader timed out" not in message:
-        return None
+    elif not any(sign in message for sign in ("exited unexpectedly", "killed by signal", "DataLoader timed out")):
+        return None  # e.g. "Caught ValueError in DataLoader worker": an error, not a dead worker
     # A dead worker is named by pid; a timeout or a lost connection names none, so every
     # busy worker is a suspect.
     match = re.search(r"pid(?:\(s\))? ([\d, ]+)", message)

@@ -25,7 +25,8 @@ FREEZE_HELP = ("none, backbone (train only the classifier) or until:LAYER (that 
 # are ClipSpec's.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "Model": ("model", "model_args", "pretrained"),
-    "Data": ("data", "classes", "val", "val_split", "test", "val_clips", "flip"),
+    "Data": ("data", "data_root", "classes", "val", "val_split", "test", "test_split", "val_clips", "flip",
+             "preflight"),
     "Clip": ("frames", "frame_stride", "sampling", "size", "resize_short", "crops", "clips_per_video", "norm",
              "short_policy"),
     "Optimisation": ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
@@ -58,13 +59,22 @@ class TrainConfig(ClipOverrides):
     pretrained: str | None = Field(None, description="start from weights: a tag (see `vidzoo models --pretrained`) "
                                    "or a file; a vidzoo model file also gives its architecture and clip")
     # data
-    data: str = Field(description="training videos: a folder per class, or a CSV/TSV 'path,label' file")
-    classes: str | None = Field(None, description="class-list file (one name per line) fixing the label order")
+    data: str = Field(description="training videos: a folder per class, or a CSV/TSV 'path,label' file (paths "
+                      "absolute, or relative to the file's folder or --data-root)")
+    data_root: str | None = Field(None, description="the folder relative paths in the CSV files start from "
+                                  "(default: each CSV's own folder)")
+    classes: str | None = Field(None, description="class-list file (one name per line) fixing the label order; "
+                                "a label outside it is an error")
     val: str | None = Field(None, description="validation videos (folder or CSV)")
     val_split: float | None = Field(None, gt=0, lt=1, description="without --val: hold out this stratified "
-                                    "fraction (default 0.2)")
+                                    "fraction of every class (default 0.2; a class gives round(fraction x its "
+                                    "videos), so a class of 2 at 0.2 gives none)")
     test: str | None = Field(None, description="test videos: the best model is evaluated on them when training "
                              "ends, figures in summary.json")
+    test_split: float | None = Field(None, gt=0, lt=1, description="without --test: hold out this stratified "
+                                     "fraction of the training videos as a test split, evaluated at the end")
+    preflight: int = Field(1000, ge=0, description="before training, open up to this many videos (a sample of "
+                           "larger sets) to find broken ones and count those shorter than a clip (0: skip)")
     val_clips: int = Field(1, ge=1, description="clips per validation video during training (the final test "
                            "evaluation uses clips_per_video)")
     flip: bool = Field(True, description="random horizontal flips; turn off when classes depend on direction")
@@ -119,6 +129,8 @@ class TrainConfig(ClipOverrides):
     def _consistent(self) -> TrainConfig:
         if self.val is not None and self.val_split is not None:
             raise ValueError("give either val (a separate split) or val_split (a held-out fraction), not both")
+        if self.test is not None and self.test_split is not None:
+            raise ValueError("give either test (a separate split) or test_split (a held-out fraction), not both")
         if self.freeze not in ("none", "backbone") and not (self.freeze.startswith("until:") and self.freeze[6:]):
             raise ValueError(f"freeze must be none, backbone or until:LAYER, got {self.freeze!r}")
         if self.freeze != "none" and self.train_last is not None:

@@ -43,7 +43,12 @@ class EpochShuffleSampler(Sampler):
 
 
 def collate_views(batch):
-    """Evaluation items carry all views of one video: stack videos, keep views separate."""
+    """Evaluation items carry all views of one video: stack videos, keep views separate. Videos
+    that failed to decode (None, already recorded by the dataset) are left out; a batch of
+    nothing but those is None."""
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return None
     views = torch.stack([item[0] for item in batch])  # (B, V, C, T, H, W)
     labels = torch.tensor([item[1] for item in batch])
     return views, labels, [item[2] for item in batch]
@@ -78,6 +83,8 @@ class VideoClassificationModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        if batch is None:  # every video of the batch failed to decode (recorded and reported)
+            return
         views, labels, _ = batch
         b, v = views.shape[:2]
         logits = self.model(views.flatten(0, 1)).view(b, v, -1)

@@ -36,16 +36,11 @@ from pydantic import BaseModel
 from torch.utils.data import DataLoader
 
 from vidzoo.data.clip import ClipSpec, resolve_clip_spec
-from vidzoo.data.dataset import VideoDataset
-from vidzoo.data.sources import (
-    VideoSource,
-    load_source,
-    stratified_split,
-    validate_sources,
-)
+from vidzoo.data.dataset import BadVideo, VideoDataset
+from vidzoo.data.sources import VideoSource
 from vidzoo.evaluate import evaluate, write_report
 from vidzoo.models._base import VideoClassifier
-from vidzoo.models._registry import check_model_args
+from vidzoo.models._registry import check_model_args, get_model_entry
 from vidzoo.models.factory import (
     create_model,
     get_model_cfg,
@@ -67,6 +62,7 @@ from vidzoo.train.callbacks import (
     write_bad_videos,
 )
 from vidzoo.train.config import DEFAULT_MODEL, TrainConfig
+from vidzoo.train.data import RunData, preflight, prepare_data, say
 from vidzoo.train.module import (
     EpochShuffleSampler,
     VideoClassificationModule,
@@ -102,7 +98,10 @@ class TrainResult(BaseModel):
     trainable_parameters: int | None = None
     total_parameters: int | None = None
     throughput: list[dict[str, float]] = []  # per epoch: clips_per_s and data_wait (share of time)
-    test: dict[str, Any] | None = None  # the best model on the test split (--test)
+    test: dict[str, Any] | None = None  # the best model on the test split (--test / --test-split)
+    splits: list[dict[str, Any]] = []  # videos per class and split
+    warnings: list[str] = []  # labels that look like mistakes, classes with few videos
+    preflight: dict[str, Any] = {}  # videos checked before training, unreadable, shorter than a clip
 
 
 @contextlib.contextmanager
@@ -176,21 +175,6 @@ def _freeze(model: VideoClassifier, config: TrainConfig) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def _sources(config: TrainConfig) -> tuple[VideoSource, VideoSource, VideoSource | None]:
-    """Train, validation and (with --test) test sources, checked against each other."""
-    train_source = load_source(config.data, config.classes)
-    test_source = load_source(config.test) if config.test is not None else None
-    if config.val is not None:
-        val_source = load_source(config.val)
-    else:
-        train_source, val_source = stratified_split(train_source, config.val_split or 0.2, seed=config.seed)
-    # Every cross-split problem (unseen classes, empty classes, leaked videos) at once.
-    validate_sources(train_source, val_source, test_source)
-    classes = train_source.classes
-    return (train_source, val_source.with_classes(classes),
-            test_source.with_classes(classes) if test_source is not None else None)
-
-
 def _loaders(config: TrainConfig, spec: ClipSpec, train_set: VideoDataset, val_set: VideoDataset,
              record_dir: Path) -> tuple[DataLoader, DataLoader]:
     persistent = config.workers > 0
@@ -225,15 +209,9 @@ def _history(config: TrainConfig) -> str:
 
 
 def _run_dir(config: TrainConfig, resume: str | os.PathLike | None) -> tuple[Path, Path | None]:
-    """The run directory (made) and, when resuming, the checkpoint to resume from."""
+    """The run directory and, when resuming, the checkpoint to resume from (nothing is written)."""
     if resume is None:
-        run_dir = Path(config.out)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        for stale in [run_dir / "metrics.csv", run_dir / "bad_videos.log", run_dir / "bad_videos.csv",
-                      *run_dir.glob("seen_rank*.txt")]:
-            stale.unlink(missing_ok=True)
-        return run_dir, None
+        return Path(config.out), None
     resume = Path(resume)
     ckpt_path = resume if resume.is_file() else resume / CHECKPOINT_DIR / LAST_CHECKPOINT
     if not ckpt_path.is_file():
@@ -241,14 +219,26 @@ def _run_dir(config: TrainConfig, resume: str | os.PathLike | None) -> tuple[Pat
     return ckpt_path.parent.parent, ckpt_path
 
 
-def _callbacks(config: TrainConfig, run_dir: Path, train_set: VideoDataset, throughput: Throughput,
+def _start_run_dir(config: TrainConfig, run_dir: Path, data: RunData, resuming: bool) -> None:
+    """The run directory, once the data and the model are known to be right (a mistake in them
+    leaves nothing behind): config.yaml and the split files; a new run clears an old run's records."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        for stale in [run_dir / "metrics.csv", run_dir / "bad_videos.log", run_dir / "bad_videos.csv",
+                      *run_dir.glob("seen_rank*.txt")]:
+            stale.unlink(missing_ok=True)
+    data.write_splits(run_dir)
+
+
+def _callbacks(config: TrainConfig, run_dir: Path, bad_videos, total_videos: int, throughput: Throughput,
                checkpoints: ModelCheckpoint) -> list[Callback]:
     # Not save_last=True: since Lightning 2.6 that writes last.ckpt only when val_acc improved,
     # so a resume would silently restart from the best epoch. A monitor-less callback saves every epoch.
     last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=Path(LAST_CHECKPOINT).stem, save_top_k=1,
                            enable_version_counter=False)
     callbacks: list[Callback] = [throughput, checkpoints, last,
-                                 RunRecorder(run_dir, train_set, config.max_bad_fraction, throughput)]
+                                 RunRecorder(run_dir, bad_videos, total_videos, config.max_bad_fraction, throughput)]
     if config.patience is not None or config.target_accuracy is not None:
         callbacks.append(EarlyStopping(
             monitor="val_acc", mode="max", patience=config.patience or config.epochs + 1,
@@ -266,103 +256,151 @@ def _callbacks(config: TrainConfig, run_dir: Path, train_set: VideoDataset, thro
 def train(config: TrainConfig, *, resume: str | os.PathLike | None = None, verbose: bool = False) -> TrainResult:
     """Train `config.model` on `config.data`; write the run directory; return its summary.
 
-    `resume` is a run directory (or a checkpoint file) to continue: model, optimizer,
-    scheduler and epoch are restored from its last checkpoint and training goes on to
-    `config.epochs` (the CLI's `--resume` reads the run's own config.yaml). `verbose` keeps
+    Before the first step the run reports (``vidzoo.train`` logger) its splits per class, label
+    warnings, the model and its clip description, what pretrained weights loaded, and a
+    preflight over the videos. `resume` is a run directory (or a checkpoint file) to continue:
+    model, optimizer, scheduler and epoch are restored from its last checkpoint and training goes
+    on to `config.epochs` (the CLI's `--resume` reads the run's own config.yaml). `verbose` keeps
     Lightning's own messages and third-party warnings.
     """
     started = time.perf_counter()
     run_dir, ckpt_path = _run_dir(config, resume)
     with quiet_lightning(verbose):
         L.seed_everything(config.seed, workers=True, verbose=False)
-        train_source, val_source, test_source = _sources(config)
-        classes = train_source.classes
-        model = resolve_run_model(config, len(classes))
-        model.classes = classes
+        _check_model_names(config)  # a typo in --model or --pretrained is reported before any data is read
+        data = prepare_data(config)
+        model = resolve_run_model(config, len(data.train.classes))
+        model.classes = data.train.classes
         _freeze(model, config)
         # Counted before --unfreeze-at changes it: what the frozen phase trains.
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        _report_model(model, trainable)
+        preflight(data, model.clip_spec, config)
+        _start_run_dir(config, run_dir, data, resuming=resume is not None)
+        run = _Run(config, run_dir, model, data, trainable, started)
+        return run.fit(ckpt_path)
+
+
+def _check_model_names(config: TrainConfig) -> None:
+    """Raise UnknownModelError / UnknownWeightsError (with a did-you-mean) for a wrong name."""
+    if config.model is not None:
+        get_model_entry(config.model)
+        if config.pretrained is not None:
+            resolve_pretrained(config.model, config.pretrained)
+
+
+def _report_model(model: VideoClassifier, trainable: int) -> None:
+    total = sum(p.numel() for p in model.parameters())
+    say(f"model {model.default_cfg.arch}: {total:,} parameters, {trainable:,} trained; clips "
+        f"{model.clip_spec.describe()}")
+    report = getattr(model, "load_report", None)
+    if report is not None:
+        for line in str(report).splitlines():
+            say(line)
+
+
+class _Run:
+    """One fit: datasets, loaders, the Lightning trainer, and what is written after it."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, model: VideoClassifier, data: RunData, trainable: int,
+                 started: float):
+        self.config, self.run_dir, self.data, self.trainable, self.started = config, run_dir, data, trainable, started
         spec = model.clip_spec
-        train_set = VideoDataset.from_spec(train_source, spec, train=True, flip=config.flip, seed=config.seed,
-                                           bad_video_log=run_dir / "bad_videos.log")
-        val_set = VideoDataset.from_spec(val_source, spec, train=False, clips_per_video=config.val_clips)
-        record_dir = run_dir / DECODING_DIR
-        record_dir.mkdir(exist_ok=True)
-        run_started = time.time() - 2  # records older than this are from earlier runs (2 s: coarse file clocks)
-        train_loader, val_loader = _loaders(config, spec, train_set, val_set, record_dir)
-        module = VideoClassificationModule(model, config, steps_per_epoch=len(train_loader))
-        checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
-                                      mode="max", save_top_k=1, enable_version_counter=False)
-        throughput = Throughput()
+        log_file = run_dir / "bad_videos.log"
+        self.train_set = VideoDataset.from_spec(data.train, spec, train=True, flip=config.flip, seed=config.seed,
+                                                bad_video_log=log_file)
+        self.val_set = VideoDataset.from_spec(data.val, spec, train=False, clips_per_video=config.val_clips,
+                                              bad_video_log=log_file, skip_bad=True)
+        self.record_dir = run_dir / DECODING_DIR
+        self.record_dir.mkdir(exist_ok=True)
+        self.train_loader, self.val_loader = _loaders(config, spec, self.train_set, self.val_set, self.record_dir)
+        self.module = VideoClassificationModule(model, config, steps_per_epoch=len(self.train_loader))
+        self.checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
+                                           mode="max", save_top_k=1, enable_version_counter=False)
+        self.throughput = Throughput()
+
+    def bad_videos(self) -> list[BadVideo]:
+        """Every video left out so far: by the preflight, in training and in validation."""
+        return [*self.data.bad, *self.train_set.bad_videos]  # one log file holds train and val
+
+    def fit(self, ckpt_path: Path | None) -> TrainResult:
+        config = self.config
+        total = len(self.data.train) + len(self.data.val) + len(self.data.bad)
         trainer = L.Trainer(
             max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
             strategy=config.strategy, num_nodes=config.num_nodes, precision=config.precision,
-            callbacks=_callbacks(config, run_dir, train_set, throughput, checkpoints), logger=False,
-            default_root_dir=run_dir, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=_callbacks(config, self.run_dir, self.bad_videos, total, self.throughput, self.checkpoints),
+            logger=False, default_root_dir=self.run_dir, enable_progress_bar=False, enable_model_summary=False,
             plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0, deterministic=False,
         )
+        run_started = time.time() - 2  # records older than this are from earlier runs (2 s: coarse file clocks)
         try:
-            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+            trainer.fit(self.module, self.train_loader, self.val_loader, ckpt_path=ckpt_path, weights_only=True)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning ends a Ctrl-C with exit(1): say it as what it was
+                raise KeyboardInterrupt from None
+            raise
         except (RuntimeError, ConnectionError, EOFError) as e:
-            failure = worker_failure(e, record_dir, since=run_started)
+            failure = worker_failure(e, self.record_dir, since=run_started)
             if failure is None:
                 raise
             raise failure from e
         finally:
-            shutil.rmtree(record_dir, ignore_errors=True)
+            shutil.rmtree(self.record_dir, ignore_errors=True)
+        if trainer.interrupted:
+            raise KeyboardInterrupt  # Lightning stopped on Ctrl-C; the caller says how to resume
         if not trainer.is_global_zero:  # rank 0 writes the model file and the reports
-            return TrainResult(run_dir=str(run_dir), model_file="", best_val_accuracy=None, best_epoch=None,
-                               epochs_run=trainer.current_epoch, seconds=0.0, bad_videos=0, classes=classes,
-                               stopped_early=False)
-        return _finish(config, trainer, module, checkpoints, throughput, run_dir, train_set, val_source,
-                       test_source, trainable, started)
+            return TrainResult(run_dir=str(self.run_dir), model_file="", best_val_accuracy=None, best_epoch=None,
+                               epochs_run=trainer.current_epoch, seconds=0.0, bad_videos=0,
+                               classes=self.data.train.classes, stopped_early=False)
+        return self._finish(trainer)
 
-
-def _finish(config: TrainConfig, trainer: L.Trainer, module: VideoClassificationModule,
-            checkpoints: ModelCheckpoint, throughput: Throughput, run_dir: Path, train_set: VideoDataset,
-            val_source: VideoSource, test_source: VideoSource | None, trainable: int,
-            started: float) -> TrainResult:
-    """Rank 0, after training: the best model's file, the validation confusion matrix, the test
-    evaluation, bad_videos.csv and summary.json."""
-    best_path = checkpoints.best_model_path or str(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
-    best_state = torch.load(best_path, map_location="cpu", weights_only=True)
-    best_epoch = int(best_state.get("epoch", trainer.current_epoch))
-    module.load_state_dict(best_state["state_dict"])
-    model = module.model.cpu().eval()
-    model_file = save_model(
-        model, directory=run_dir, classes=model.classes,
-        history={"name": _history(config), "trained_on": str(config.data), "epochs": trainer.current_epoch,
-                 "best_epoch": best_epoch, "pretrained": config.pretrained},
-    )
-    _confusion_on_val(model, val_source, run_dir, config)
-    test = _evaluate_test(model, test_source, run_dir, config) if test_source is not None else None
-    best_score = checkpoints.best_model_score
-    load_report = getattr(model, "load_report", None)
-    result = TrainResult(
-        run_dir=str(run_dir),
-        model_file=str(model_file),
-        best_val_accuracy=None if best_score is None else round(float(best_score), 6),
-        best_epoch=best_epoch,
-        epochs_run=trainer.current_epoch,
-        seconds=round(time.perf_counter() - started, 2),
-        bad_videos=len(write_bad_videos(run_dir, train_set.bad_videos)),
-        classes=model.classes,
-        stopped_early=trainer.current_epoch < config.epochs,
-        clip=model.clip_spec.model_dump(mode="json"),
-        load_report=None if load_report is None else str(load_report),
-        trainable_parameters=trainable,
-        total_parameters=sum(p.numel() for p in model.parameters()),
-        throughput=throughput.history,
-        test=test,
-    )
-    (run_dir / "summary.json").write_text(json.dumps(result.model_dump(), indent=2))
-    return result
+    def _finish(self, trainer: L.Trainer) -> TrainResult:
+        """Rank 0, after training: the best model's file, the validation confusion matrix, the
+        test evaluation, bad_videos.csv and summary.json."""
+        config, run_dir = self.config, self.run_dir
+        best_path = self.checkpoints.best_model_path or str(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
+        best_state = torch.load(best_path, map_location="cpu", weights_only=True)
+        best_epoch = int(best_state.get("epoch", trainer.current_epoch))
+        self.module.load_state_dict(best_state["state_dict"])
+        model = self.module.model.cpu().eval()
+        model_file = save_model(
+            model, directory=run_dir, classes=model.classes,
+            history={"name": _history(config), "trained_on": str(config.data), "epochs": trainer.current_epoch,
+                     "best_epoch": best_epoch, "pretrained": config.pretrained},
+        )
+        _confusion_on_val(model, self.data.val, run_dir, config)
+        test = _evaluate_test(model, self.data.test, run_dir, config) if self.data.test is not None else None
+        best_score = self.checkpoints.best_model_score
+        load_report = getattr(model, "load_report", None)
+        result = TrainResult(
+            run_dir=str(run_dir),
+            model_file=str(model_file),
+            best_val_accuracy=None if best_score is None else round(float(best_score), 6),
+            best_epoch=best_epoch,
+            epochs_run=trainer.current_epoch,
+            seconds=round(time.perf_counter() - self.started, 2),
+            bad_videos=len(write_bad_videos(run_dir, self.bad_videos())),
+            classes=model.classes,
+            stopped_early=trainer.current_epoch < config.epochs,
+            clip=model.clip_spec.model_dump(mode="json"),
+            load_report=None if load_report is None else str(load_report),
+            trainable_parameters=self.trainable,
+            total_parameters=sum(p.numel() for p in model.parameters()),
+            throughput=self.throughput.history,
+            test=test,
+            splits=self.data.counts,
+            warnings=self.data.warnings,
+            preflight=self.data.preflight,
+        )
+        (run_dir / "summary.json").write_text(json.dumps(result.model_dump(), indent=2))
+        return result
 
 
 def _confusion_on_val(model: VideoClassifier, val_source: VideoSource, run_dir: Path, config: TrainConfig) -> None:
     """confusion_val.png of the best model on the validation split (same views as validation)."""
     report = evaluate(model, val_source, clips_per_video=config.val_clips, batch_size=config.batch_size,
-                      workers=0, progress=False)
+                      workers=0, skip_bad=True, progress=False)
     plot_confusion(np.asarray(report.confusion_matrix), report.classes, run_dir / "confusion_val.png",
                    title=f"validation, video accuracy {report.video_accuracy:.1%}")
 
@@ -370,8 +408,9 @@ def _confusion_on_val(model: VideoClassifier, val_source: VideoSource, run_dir: 
 def _evaluate_test(model: VideoClassifier, test_source: VideoSource, run_dir: Path,
                    config: TrainConfig) -> dict[str, Any]:
     """The best model on the test split, with the model's own views; reports in run_dir/test."""
-    report = evaluate(model, test_source, batch_size=config.batch_size, workers=config.workers, progress=False)
+    report = evaluate(model, test_source, batch_size=config.batch_size, workers=config.workers, skip_bad=True,
+                      progress=False)
     write_report(report, run_dir / "test")
     keys = ("video_accuracy", "clip_accuracy", "top5_accuracy", "top_k", "mean_class_accuracy", "num_videos",
-            "clips_per_video", "crops")
+            "clips_per_video", "crops", "excluded")
     return {key: getattr(report, key) for key in keys}
