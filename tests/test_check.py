@@ -175,3 +175,13 @@ def test_folder_source_can_be_validated(splits):
     (splits / "tree" / "a").mkdir(parents=True)
     (splits / "tree" / "a" / "x.mp4").write_bytes(b"x")
     validate_sources(from_folder(splits / "tree"))
+
+
+def test_cli_shows_unusable_videos_first_and_cuts_a_long_list(mixed, tmp_path, monkeypatch):
+    import vidzoo.cli.data as cli_data
+
+    monkeypatch.setattr(cli_data, "_CHECK_ROWS_SHOWN", 2)
+    out = CliRunner().invoke(app, ["check", str(mixed), "--workers", "0", "--report", str(tmp_path / "r.csv")])
+    shown = [name for name in ("audio.mp4", "broken.mp4", "short.mp4", "rotated.mp4", "odd.mkv") if name in out.output]
+    assert shown == ["audio.mp4", "broken.mp4"], out.output  # the two unusable ones, of five noted
+    assert f"... and 3 more in {tmp_path / 'r.csv'}" in " ".join(out.output.split())

@@ -97,6 +97,19 @@ def test_2_a_label_typo_is_named_before_training(videos, tmp_path):
     assert any("fewer than 5 training videos" in w and "move_lefft (1)" in w for w in warnings)
 
 
+def test_2_a_typo_is_judged_on_every_split_not_just_training(videos, tmp_path):
+    # After a split a typo's class may look big next to the real one in training alone
+    # (3 vs 1 here); over all splits (5 vs 1) it is a typo.
+    left = [line for line in rows(videos) if line[1] == "move_left"]
+    grow = [line for line in rows(videos) if line[1] == "grow"]
+    train_rows = [*left[:3], [grow[0][0], "move_lft"], *grow[1:]]
+    train_source = load_source(write_csv(tmp_path / "train.csv", train_rows))
+    val_source = load_source(write_csv(tmp_path / "val.csv", left[3:]))
+    assert not any("typo" in w for w in data_warnings(train_source))
+    assert any("'move_lft' (1 videos) looks like a typo of 'move_left' (5 videos)" in w
+               for w in data_warnings(train_source, val_source))
+
+
 def test_2_classes_that_differ_by_design_are_not_typos(videos):
     # rotate_cw / rotate_ccw are one edit apart, with as many videos each: not a typo.
     assert data_warnings(load_source(videos / "labels.csv")) == []
@@ -232,6 +245,7 @@ def test_8_another_architecture_than_the_files_is_one_line(videos, start_file, t
     error = result.stderr.split("error:", 1)[1]
     assert "is a 'c3d_bn' model file but --model is 'r3d_18'" in error
     assert len(error.strip().splitlines()) <= 3 and "missing from the weights" not in error  # one message
+    assert "videos per split" not in result.stderr  # said before any data is read
 
 
 # --------------------------------------------------------------------------- 9. predict

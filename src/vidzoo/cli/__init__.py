@@ -5,6 +5,7 @@ One module per command group; `vidzoo train`'s options are generated from `Train
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Optional
 
@@ -46,6 +47,12 @@ train.register(app)
 run.register(app)
 features.register(app)
 app.command(name="quickstart")(quickstart_command)
+
+# The command list shows each docstring's first paragraph as one line; typer would keep the
+# docstring's own line breaks and wrap them again.
+for _command in app.registered_commands:
+    if _command.short_help is None and _command.callback is not None and _command.callback.__doc__:
+        _command.short_help = " ".join(inspect.getdoc(_command.callback).split("\n\n")[0].split())
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

@@ -64,6 +64,9 @@ def inspect_command(
         raise typer.Exit(code=1)
 
 
+_CHECK_ROWS_SHOWN = 20
+
+
 @user_errors
 def check(
     data: Path = typer.Argument(..., help="A folder of videos (class folders or not) or a CSV/TSV annotation."),
@@ -86,14 +89,17 @@ def check(
     if as_json:
         print_json(result.to_dict())
     else:
+        # Unusable videos first; a long list is cut (the report has every row).
+        noted = sorted((r for r in result.results if r.status != "ok" or r.flags), key=lambda r: r.usable)
         table = Table("status", "flags / reason")
         table.add_column("video", overflow="fold")
-        for r in result.results:
-            if r.status != "ok" or r.flags:
-                detail = ", ".join(r.flags + ([f"{r.error}: {r.reason}" if r.error else r.reason] if r.reason else []))
-                table.add_row(r.status, detail, r.path)
+        for r in noted[:_CHECK_ROWS_SHOWN]:
+            detail = ", ".join(r.flags + ([f"{r.error}: {r.reason}" if r.error else r.reason] if r.reason else []))
+            table.add_row(r.status, detail, r.path)
         if table.row_count:
             console.print(table)
+        if len(noted) > _CHECK_ROWS_SHOWN:
+            console.print(f"... and {len(noted) - _CHECK_ROWS_SHOWN} more in {report}", highlight=False)
         summary = Table("summary", "count")
         for key, value in result.summary().items():
             summary.add_row(key, str(value))

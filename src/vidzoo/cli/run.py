@@ -46,11 +46,11 @@ def eval_command(
     console.print(f"videos: {report.num_videos}  clip accuracy: {report.clip_accuracy:.2%}  "
                   f"video accuracy: {report.video_accuracy:.2%}{top_k}  "
                   f"mean class accuracy: {report.mean_class_accuracy:.2%}  "
-                  f"({report.clips_per_video} clip(s) x {report.crops} crop(s) per video)")
+                  f"({report.clips_per_video} clip(s) x {report.crops} crop(s) per video)", soft_wrap=True)
     if report.excluded:
         console.print(f"[yellow]excluded {len(report.excluded)} video(s) that failed to decode:[/]")
         for item in report.excluded:
-            console.print(f"  {item['path']}: {item['reason']}", highlight=False)
+            console.print(f"  {item['path']}: {item['reason']}", highlight=False, soft_wrap=True)
     if out is not None:
         console.print(f"report written to {out}")
 
@@ -113,16 +113,16 @@ def predict(
 
 
 def _print_prediction(result: dict) -> None:
-    console.print(f"[bold]{result['path']}[/]", highlight=False)
+    console.print(f"[bold]{result['path']}[/]", highlight=False, soft_wrap=True)
     if "error" in result:
-        err_console.print(f"  [red]{result['error']}:[/] {result['reason']}", highlight=False)
+        err_console.print(f"  [red]{result['error']}:[/] {result['reason']}", highlight=False, soft_wrap=True)
     elif "windows" in result:
         for w in result["windows"]:
             top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in w["top"])
-            console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False)
+            console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False, soft_wrap=True)
     else:
         for t in result["top"]:
-            console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False)
+            console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -457,22 +457,27 @@ def write_split(source: VideoSource, path: str | os.PathLike) -> Path:
 FEW_VIDEOS = 5
 
 
-def data_warnings(source: VideoSource, few: int = FEW_VIDEOS) -> list[str]:
+def data_warnings(source: VideoSource, *others: VideoSource, few: int = FEW_VIDEOS) -> list[str]:
     """What is legal in a training source but probably a mistake: a label that looks like a typo
     of another (the same once case, spaces, '-' and '_' are ignored; or one edit apart while
-    having far fewer videos), and classes with fewer than `few` videos."""
+    having far fewer videos, counted over `source` and `others`, the other splits), and classes
+    with fewer than `few` training videos."""
     counts = source.class_counts()
+    totals = dict(counts)
+    for other in others:
+        for name, n in other.class_counts().items():
+            totals[name] = totals.get(name, 0) + n
     warnings = []
-    names = sorted(counts)
+    names = sorted(totals)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             if _normalised(a) == _normalised(b):
-                warnings.append(f"labels {a!r} ({counts[a]} videos) and {b!r} ({counts[b]}) differ only in case, "
+                warnings.append(f"labels {a!r} ({totals[a]} videos) and {b!r} ({totals[b]}) differ only in case, "
                                 "spaces or '-'/'_': one class or two?")
-            elif _one_edit_apart(a, b) and 4 * min(counts[a], counts[b]) <= max(counts[a], counts[b]):
-                rare, common = (a, b) if counts[a] < counts[b] else (b, a)
-                warnings.append(f"label {rare!r} ({counts[rare]} videos) looks like a typo of {common!r} "
-                                f"({counts[common]} videos); fix the annotation or pass --classes to fix the list")
+            elif _one_edit_apart(a, b) and 4 * min(totals[a], totals[b]) <= max(totals[a], totals[b]):
+                rare, common = (a, b) if totals[a] < totals[b] else (b, a)
+                warnings.append(f"label {rare!r} ({totals[rare]} videos) looks like a typo of {common!r} "
+                                f"({totals[common]} videos); fix the annotation or pass --classes to fix the list")
     small = [f"{name} ({n})" for name, n in counts.items() if n < few]
     if small:
         warnings.append(f"{len(small)} class(es) have fewer than {few} training videos: {', '.join(small[:10])}"

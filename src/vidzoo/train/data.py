@@ -72,7 +72,7 @@ def prepare_data(config: TrainConfig) -> RunData:
     data = _splits(config)
     data.counts = split_counts(data.splits())
     _report_splits(data, config)
-    data.warnings = data_warnings(data.train)
+    data.warnings = data_warnings(data.train, *[s for s in (data.val, data.test) if s is not None])
     for warning in data.warnings:
         log.warning("%s", warning)
     return data
@@ -147,7 +147,7 @@ def preflight(data: RunData, spec: ClipSpec, config: TrainConfig) -> None:
         listed = "; ".join(f"{b.path}: {b.reason}" for b in data.bad[:5])
         raise TrainingError(f"{len(broken)} of {total} videos cannot be used (more than max_bad_fraction="
                             f"{config.max_bad_fraction:g}): {listed}{' ...' if len(broken) > 5 else ''}; run "
-                            "`vidzoo check` on the dataset")
+                            "`vidzoo check` on the dataset, or raise --max-bad-fraction to train without them")
     for bad in data.bad:
         log.warning("skipping %s: %s", bad.path, bad.reason)
     for name, source in splits.items():

@@ -143,9 +143,7 @@ def resolve_run_model(config: TrainConfig, num_classes: int) -> VideoClassifier:
         if isinstance(source, Weights):
             weights_clip = source.clip
         elif file_meta is not None:
-            if file_meta["arch"] != name:
-                raise TrainingError(f"--pretrained {config.pretrained} is a {file_meta['arch']!r} model file but "
-                                    f"--model is {name!r}: leave --model out to fine-tune the file's architecture")
+            _check_file_arch(name, config.pretrained, file_meta)
             weights_clip = ClipSpec(**file_meta["clip"])
             file_args = {k: v for k, v in file_meta["model_args"].items() if k != "num_classes"}
     arch_args = {k: v for k, v in {**file_args, **config.model_args}.items() if k != "truncate"}
@@ -282,11 +280,20 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None, verbo
 
 
 def _check_model_names(config: TrainConfig) -> None:
-    """Raise UnknownModelError / UnknownWeightsError (with a did-you-mean) for a wrong name."""
-    if config.model is not None:
-        get_model_entry(config.model)
-        if config.pretrained is not None:
-            resolve_pretrained(config.model, config.pretrained)
+    """Raise UnknownModelError / UnknownWeightsError (with a did-you-mean) for a wrong name, and
+    TrainingError for a --model other than a --pretrained model file's architecture."""
+    if config.model is None:
+        return
+    get_model_entry(config.model)
+    if config.pretrained is not None:
+        resolve_pretrained(config.model, config.pretrained)
+        _check_file_arch(config.model, config.pretrained, vidzoo_file_metadata(config.pretrained))
+
+
+def _check_file_arch(name: str, pretrained: str, file_meta: dict[str, Any] | None) -> None:
+    if file_meta is not None and file_meta["arch"] != name:
+        raise TrainingError(f"--pretrained {pretrained} is a {file_meta['arch']!r} model file but --model is "
+                            f"{name!r}: leave --model out to fine-tune the file's architecture")
 
 
 def _report_model(model: VideoClassifier, trainable: int) -> None:
