@@ -37,8 +37,8 @@ hash of the file that was read. The torch hub models end in a softmax (``create_
 FLOPs: ``vidzoo models`` counts a multiply-add as 2 FLOPs at the default (training) clip:
 X3D-XS is 1.21 GFLOPs at 4x160x160, the paper's "0.60 GFLOPs", which counts multiply-adds.
 PyTorchVideo's table (0.91 / 2.96 / 6.72 for XS / S / M) is fvcore's count at the 3-crop test
-size: multiply-adds of the sliding-window head, plus 5 operations per BatchNorm output element
-(fvcore's figure for BatchNorm in training mode).
+size (182 px for XS): the multiply-adds of the network with its sliding-window head, plus 5
+operations per BatchNorm output element (fvcore's figure for BatchNorm in training mode).
 """
 
 from __future__ import annotations
