@@ -37,6 +37,7 @@ BUILTIN_FAMILIES = (
     "vidzoo.models.lrcn",
     "vidzoo.models.i3d",
     "vidzoo.models.torchvision_video",
+    "vidzoo.models.x3d",
 )
 ENTRY_POINT_GROUP = "vidzoo.models"
 
