@@ -7,7 +7,16 @@ from typing import List, Optional
 
 import typer
 
-from vidzoo.cli._common import console, err_console, print_json, user_errors
+from vidzoo.cli._common import (
+    DEVICES_HELP,
+    DISTRIBUTED,
+    NUM_NODES_HELP,
+    STRATEGY_HELP,
+    console,
+    err_console,
+    print_json,
+    user_errors,
+)
 
 CLIPS_HELP = "Clips per video, spread evenly over it (default: the model file's clips_per_video)."
 CROPS_HELP = "Crops per clip: 1 (centre) or 3 (along the long side) (default: the model file's)."
@@ -24,17 +33,28 @@ def eval_command(
     skip_bad: bool = typer.Option(False, help="Exclude videos that fail to decode, and report them."),
     device: str = typer.Option("cpu", help="torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    out: Optional[Path] = typer.Option(None, help="Write report.json, confusion.csv and confusion.png here."),
+    out: Optional[Path] = typer.Option(None, help="Write report.json, confusion.csv and confusion.png here; "
+                                       "finished chunks of videos wait in OUT/parts, so a rerun resumes."),
+    chunk_size: int = typer.Option(256, min=1, help="Videos per chunk: a batch never spans two, so the figures "
+                                   "do not depend on --devices."),
+    devices: int = typer.Option(1, min=1, rich_help_panel=DISTRIBUTED, help=DEVICES_HELP),
+    strategy: str = typer.Option("auto", rich_help_panel=DISTRIBUTED, help=STRATEGY_HELP),
+    num_nodes: int = typer.Option(1, min=1, rich_help_panel=DISTRIBUTED, help=NUM_NODES_HELP),
 ) -> None:
     """Clip and video accuracy, top-5, per-class accuracy and the confusion matrix, with the
-    clips cut as the model file's clip description says."""
+    clips cut as the model file's clip description says. With --devices N --strategy ddp, N
+    processes share the videos out and the report is the one a single process writes."""
     from vidzoo.data.sources import load_source
     from vidzoo.evaluate import evaluate, write_report
     from vidzoo.models.factory import load_model
 
     model = load_model(model_file)
     report = evaluate(model, load_source(data), clips_per_video=clips_per_video, crops=crops, batch_size=batch_size,
-                      workers=workers, skip_bad=skip_bad, device=device, progress=not as_json)
+                      workers=workers, skip_bad=skip_bad, device=device, progress=not as_json, chunk_size=chunk_size,
+                      parts=None if out is None else out / "parts", devices=devices, strategy=strategy,
+                      num_nodes=num_nodes)
+    if report is None:  # a process other than 0 of a distributed run: process 0 reports
+        return
     if out is not None:
         write_report(report, out)
     if as_json:
