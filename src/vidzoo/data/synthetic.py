@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import time
 import warnings
@@ -35,6 +36,7 @@ __all__ = [
     "render_video",
     "sample_clip",
     "shape_alpha",
+    "write_sample_video",
 ]
 
 CLASSES: tuple[str, ...] = (
@@ -308,6 +310,17 @@ def render_video(
 ) -> np.ndarray:
     """Sample and render one clip of `class_name`: (T, H, W, 3) uint8 RGB."""
     return render_clip(sample_clip(class_name, rng, frames), size)
+
+
+def write_sample_video(
+    path: str | os.PathLike, class_name: str = "rotate_cw", *, frames: int = 32, size: int | tuple[int, int] = 64,
+    fps: int = 8, seed: int = 0,
+) -> Path:
+    """Encode one synthetic clip of `class_name` to `path` (MP4): a real video file for checks
+    that must decode something (export verification, engine calibration) on any machine."""
+    path = Path(path)
+    _write_mp4(path, render_video(class_name, np.random.default_rng(seed), frames, size), fps, _pick_codec())
+    return path
 
 
 @dataclass
