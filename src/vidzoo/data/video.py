@@ -1,8 +1,10 @@
 """Decoding: bytes to frames.
 
-`VideoReader(path)` is the one entry point. It delegates to a *decoder backend* (PyAV today)
-through the small `Decoder` protocol, so another backend (torchcodec, OpenCV) can be added
-with `register_decoder` without touching samplers or datasets.
+`VideoReader(path, decoder=...)` is the one entry point. It delegates to a *decoder backend*
+through the small `Decoder` protocol: "pyav" (PyAV, whose wheels bundle FFmpeg; the default),
+"torchcodec" (the system's FFmpeg through torchcodec, in `video_torchcodec`: an optional extra),
+or "auto" (per file type, the one measured faster; see `resolve_decoder`). Another backend can
+be added with `register_decoder` without touching samplers or datasets.
 
 Frame *i* always means the i-th frame in presentation order, as a full sequential decode
 would produce it. Random access maps indices to presentation timestamps (gathered by
@@ -14,6 +16,7 @@ from the middle. Files whose timestamps cannot be trusted fall back to decoding 
 from __future__ import annotations
 
 import bisect
+import importlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,8 +37,12 @@ __all__ = [
     "VideoInfo",
     "Decoder",
     "VideoReader",
+    "DecoderUnavailableError",
     "register_decoder",
     "available_decoders",
+    "resolve_decoder",
+    "check_decoder",
+    "decoder_threads",
 ]
 
 
@@ -119,18 +126,86 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
+class DecoderUnavailableError(ImportError):
+    """An optional decoder backend cannot load (a package or system library is missing). Not a
+    `VideoDecodeError`: nothing is wrong with any file. The message says what to install."""
+
+
 _DECODERS: dict[str, Callable[[str, int], Decoder]] = {}
+# Optional backends live in their own modules, imported on first use: `import vidzoo` never loads
+# torchcodec, and those modules import this one. name -> (module, factory, status function).
+_OPTIONAL_DECODERS: dict[str, tuple[str, str, str]] = {
+    "torchcodec": ("vidzoo.data.video_torchcodec", "TorchCodecDecoder", "torchcodec_status"),
+}
+
+# What `decoder="auto"` picks, by the file's extension: the backend that read clips faster there.
+# Measured (benchmarks/decoders.py: 16-frame clips at stride 2 from random starts, short side 128,
+# one thread, open+read+close; 2 shared cores) on the shared fixtures: PyAV was as fast or faster
+# for every type (H.264, HEVC, VP8, VP9, AV1, MPEG-4 in MP4, MKV, WebM, TS, AVI; numbers in
+# README's "Decoders"): both run the same FFmpeg decoders, and PyAV converts and resizes in one
+# swscale pass where torchcodec converts at full size, then resizes. So no extension is listed
+# yet; one measured faster with torchcodec goes here as {".ext": "torchcodec"}. A backend that
+# cannot load (torchcodec or FFmpeg's libraries missing) is never picked: PyAV is.
+_AUTO_BY_EXTENSION: dict[str, str] = {}
 
 
 def register_decoder(name: str, factory: Callable[[str, int], Decoder]) -> None:
-    """Make a decoder backend available as `VideoReader(path, backend=name)`."""
-    if name in _DECODERS:
+    """Make a decoder backend available as `VideoReader(path, decoder=name)`."""
+    if name in _DECODERS or name in _OPTIONAL_DECODERS or name == "auto":
         raise ValueError(f"decoder backend {name!r} is already registered")
     _DECODERS[name] = factory
 
 
 def available_decoders() -> list[str]:
-    return sorted(_DECODERS)
+    """Every name `VideoReader(decoder=...)` takes, "auto" included (listed even when an optional
+    backend's packages are missing: `check_decoder` says whether it can load)."""
+    return sorted({"auto", *_DECODERS, *_OPTIONAL_DECODERS})
+
+
+def _decoder_status(name: str) -> tuple[bool, str]:
+    if name not in _OPTIONAL_DECODERS:
+        return True, ""
+    module, _, status = _OPTIONAL_DECODERS[name]
+    return getattr(importlib.import_module(module), status)()
+
+
+def check_decoder(name: str) -> str:
+    """`name` if it is a decoder that can run here ("auto" always can): a `ValueError` for an
+    unknown name, a one-line `DecoderUnavailableError` saying what to install for a backend whose
+    packages or libraries are missing. Call it before starting workers."""
+    if name != "auto" and name not in _DECODERS and name not in _OPTIONAL_DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; available: {', '.join(available_decoders())}")
+    ok, reason = _decoder_status(name) if name != "auto" else (True, "")
+    if not ok:
+        raise DecoderUnavailableError(reason)
+    return name
+
+
+def resolve_decoder(name: str, path: str | os.PathLike | None = None) -> str:
+    """The backend `name` stands for on `path`: itself, or for "auto" the one listed for the
+    file's extension in `_AUTO_BY_EXTENSION` when it can load, else "pyav"."""
+    if name != "auto":
+        return check_decoder(name)
+    choice = _AUTO_BY_EXTENSION.get(Path(path).suffix.lower(), "pyav") if path is not None else "pyav"
+    if choice != "pyav" and not _decoder_status(choice)[0]:
+        choice = "pyav"
+    return choice
+
+
+def _decoder_factory(name: str) -> Callable[[str, int], Decoder]:
+    if name not in _DECODERS:
+        module, factory, _ = _OPTIONAL_DECODERS[name]
+        _DECODERS[name] = getattr(importlib.import_module(module), factory)
+    return _DECODERS[name]
+
+
+def decoder_threads(workers: int, cores: int | None = None) -> int:
+    """Decoding threads per video for `workers` DataLoader worker processes (0: the main process
+    decodes): the cores shared out, so one thread per worker once the workers fill the cores
+    (more would only make the workers compete for the same cores)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
 
 
 # --------------------------------------------------------------------------- PyAV backend
@@ -154,7 +229,117 @@ class _TimestampsOutOfOrder(Exception):
 _REORDER_MARGIN = 8
 
 
-class PyAVDecoder:
+class _IndexedReader:
+    """How frames are found, shared by the decoder backends: frame *i* is placed by its
+    timestamp from the demux index (`_index`), reached by seeking to the keyframe before the
+    first wanted frame and decoding forward; files whose timestamps cannot place frames are read
+    by counting. Backends set `path`, `info` and `_index` and provide the primitives:
+
+    * ``_seek_keyframe(pts)``: position on the keyframe with that pts, codec flushed (or, if the
+      container refuses, at the start);
+    * ``_seek_to_start()``: position at the start of the stream, codec flushed;
+    * ``_frames()``: decoded frames from the current position, each with a ``pts`` in the
+      stream's time base (or None), errors as `CorruptVideoError`;
+    * ``_convert_into(frame, out, out_h, out_w)``: RGB at the output size, rotated for display.
+    """
+
+    path: str
+    info: VideoInfo
+    _index: _StreamIndex
+
+    def _decode_from_start(self) -> Iterator:
+        self._seek_to_start()
+        return self._frames()
+
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None) -> np.ndarray:
+        info = self.info
+        wanted = sorted(set(indices))
+        if not wanted:
+            raise ValueError(f"{self.path}: no frame indices given")
+        bad = [i for i in wanted if not 0 <= i < info.num_frames]
+        if bad:
+            raise IndexError(
+                f"{self.path}: frame indices {bad[:5]} out of range; the video has {info.num_frames} frames"
+            )
+        out_h, out_w = size if size is not None else (info.height, info.width)
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"{self.path}: output size must be positive, got {size}")
+        # Frames arrive in presentation order; fill each distinct index once, then gather
+        # (so repeated and unordered indices cost nothing extra).
+        buffer = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
+        slot = {frame_index: k for k, frame_index in enumerate(wanted)}
+        filled: set[int] = set()
+        if self._index.timestamps_usable:
+            try:
+                filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=True)
+                if len(filled) < len(wanted):
+                    # The seek may have landed after a wanted frame (imprecise indexes in some
+                    # Matroska/TS files): decode the rest from the very start.
+                    filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=False)
+            except _TimestampsOutOfOrder:
+                # E.g. AVI with packed B-frames: the decoder emits frames in display order but
+                # labels them wrongly. Count frames instead, from now on, as FFmpeg does.
+                self._index.timestamps_usable = False
+        if not self._index.timestamps_usable:
+            filled = self._read_sequentially(wanted, slot, buffer, out_h, out_w)
+        if len(filled) < len(wanted):
+            missing = sorted(set(wanted) - filled)
+            raise CorruptVideoError(
+                self.path,
+                f"frames {missing[:5]}{'...' if len(missing) > 5 else ''} of {info.num_frames} could not "
+                "be decoded (truncated or corrupt data, or frames whose reference frames are missing)",
+            )
+        if list(indices) == wanted:
+            return buffer  # already in order and distinct: no second copy of the clip
+        return buffer[[slot[i] for i in indices]]
+
+    def _read_by_timestamp(self, wanted, slot, buffer, out_h, out_w, filled: set[int], seek: bool) -> set[int]:
+        """Decode forward from the keyframe before the first missing frame (or from the start),
+        placing frames by their timestamp. Returns the indices filled so far."""
+        pts = self._index.pts
+        pts_to_index = self._index.pts_to_index
+        todo = [i for i in wanted if i not in filled]
+        keyframes = self._index.keyframe_pts
+        k = bisect.bisect_right(keyframes, pts[todo[0]]) - 1
+        if seek and k >= 0 and keyframes[k] > pts[0]:
+            self._seek_keyframe(keyframes[k])
+        else:
+            self._seek_to_start()
+        filled = set(filled)
+        previous_pts = None
+        past_last = 0
+        for frame in self._frames():
+            if frame.pts is not None:
+                if previous_pts is not None and frame.pts <= previous_pts:
+                    raise _TimestampsOutOfOrder
+                previous_pts = frame.pts
+            i = pts_to_index.get(frame.pts)
+            if i is None:
+                continue  # a frame the demuxer did not count (e.g. a discarded leading picture)
+            if i in slot and i not in filled:
+                self._convert_into(frame, buffer[slot[i]], out_h, out_w)
+                filled.add(i)
+            if i >= todo[-1]:
+                if len(filled) == len(wanted):
+                    break
+                past_last += 1
+                if past_last > _REORDER_MARGIN:
+                    break
+        return filled
+
+    def _read_sequentially(self, wanted, slot, buffer, out_h, out_w) -> set[int]:
+        last_index = wanted[-1]
+        filled: set[int] = set()
+        for i, frame in enumerate(self._decode_from_start()):
+            if i in slot:
+                self._convert_into(frame, buffer[slot[i]], out_h, out_w)
+                filled.add(i)
+            if i >= last_index:
+                break
+        return filled
+
+
+class PyAVDecoder(_IndexedReader):
     """The default backend, on PyAV (whose wheels bundle FFmpeg).
 
     One `VideoReformatter` per stream does YUV->RGB and resizing in one swscale call; reusing
@@ -296,6 +481,13 @@ class PyAVDecoder:
             self._stream = self._pick_stream()
         self._stream.codec_context.flush_buffers()
 
+    def _seek_keyframe(self, pts: int) -> None:
+        try:
+            self._container.seek(pts, stream=self._stream, backward=True, any_frame=False)
+        except self._av.error.FFmpegError:
+            self._seek_to_start()
+        self._stream.codec_context.flush_buffers()
+
     def _frames(self) -> Iterator:
         """Decoded frames from the current position, with decoder errors made typed."""
         av = self._av
@@ -309,101 +501,6 @@ class PyAVDecoder:
                 yield from packet.decode()
         except av.error.FFmpegError as e:
             raise CorruptVideoError(self.path, f"decoding failed ({_ffmpeg_reason(e)})") from e
-
-    def _decode_from_start(self) -> Iterator:
-        self._seek_to_start()
-        return self._frames()
-
-    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None) -> np.ndarray:
-        info = self.info
-        wanted = sorted(set(indices))
-        if not wanted:
-            raise ValueError(f"{self.path}: no frame indices given")
-        bad = [i for i in wanted if not 0 <= i < info.num_frames]
-        if bad:
-            raise IndexError(
-                f"{self.path}: frame indices {bad[:5]} out of range; the video has {info.num_frames} frames"
-            )
-        out_h, out_w = size if size is not None else (info.height, info.width)
-        if out_h <= 0 or out_w <= 0:
-            raise ValueError(f"{self.path}: output size must be positive, got {size}")
-        # Frames arrive in presentation order; fill each distinct index once, then gather
-        # (so repeated and unordered indices cost nothing extra).
-        buffer = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
-        slot = {frame_index: k for k, frame_index in enumerate(wanted)}
-        filled: set[int] = set()
-        if self._index.timestamps_usable:
-            try:
-                filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=True)
-                if len(filled) < len(wanted):
-                    # The seek may have landed after a wanted frame (imprecise indexes in some
-                    # Matroska/TS files): decode the rest from the very start.
-                    filled = self._read_by_timestamp(wanted, slot, buffer, out_h, out_w, filled, seek=False)
-            except _TimestampsOutOfOrder:
-                # E.g. AVI with packed B-frames: the decoder emits frames in display order but
-                # labels them wrongly. Count frames instead, from now on, as FFmpeg does.
-                self._index.timestamps_usable = False
-        if not self._index.timestamps_usable:
-            filled = self._read_sequentially(wanted, slot, buffer, out_h, out_w)
-        if len(filled) < len(wanted):
-            missing = sorted(set(wanted) - filled)
-            raise CorruptVideoError(
-                self.path,
-                f"frames {missing[:5]}{'...' if len(missing) > 5 else ''} of {info.num_frames} could not "
-                "be decoded (truncated or corrupt data, or frames whose reference frames are missing)",
-            )
-        if list(indices) == wanted:
-            return buffer  # already in order and distinct: no second copy of the clip
-        return buffer[[slot[i] for i in indices]]
-
-    def _read_by_timestamp(self, wanted, slot, buffer, out_h, out_w, filled: set[int], seek: bool) -> set[int]:
-        """Decode forward from the keyframe before the first missing frame (or from the start),
-        placing frames by their timestamp. Returns the indices filled so far."""
-        pts = self._index.pts
-        pts_to_index = self._index.pts_to_index
-        todo = [i for i in wanted if i not in filled]
-        keyframes = self._index.keyframe_pts
-        k = bisect.bisect_right(keyframes, pts[todo[0]]) - 1
-        if seek and k >= 0 and keyframes[k] > pts[0]:
-            try:
-                self._container.seek(keyframes[k], stream=self._stream, backward=True, any_frame=False)
-            except self._av.error.FFmpegError:
-                self._seek_to_start()
-            self._stream.codec_context.flush_buffers()
-        else:
-            self._seek_to_start()
-        filled = set(filled)
-        previous_pts = None
-        past_last = 0
-        for frame in self._frames():
-            if frame.pts is not None:
-                if previous_pts is not None and frame.pts <= previous_pts:
-                    raise _TimestampsOutOfOrder
-                previous_pts = frame.pts
-            i = pts_to_index.get(frame.pts)
-            if i is None:
-                continue  # a frame the demuxer did not count (e.g. a discarded leading picture)
-            if i in slot and i not in filled:
-                self._convert_into(frame, buffer[slot[i]], out_h, out_w)
-                filled.add(i)
-            if i >= todo[-1]:
-                if len(filled) == len(wanted):
-                    break
-                past_last += 1
-                if past_last > _REORDER_MARGIN:
-                    break
-        return filled
-
-    def _read_sequentially(self, wanted, slot, buffer, out_h, out_w) -> set[int]:
-        last_index = wanted[-1]
-        filled: set[int] = set()
-        for i, frame in enumerate(self._decode_from_start()):
-            if i in slot:
-                self._convert_into(frame, buffer[slot[i]], out_h, out_w)
-                filled.add(i)
-            if i >= last_index:
-                break
-        return filled
 
     def _convert_into(self, frame, out: np.ndarray, out_h: int, out_w: int) -> None:
         """YUV (any format) -> RGB24 at the output size, rotated for display, written into `out`."""
@@ -453,8 +550,10 @@ class VideoReader:
     >>> with VideoReader("clip.mp4") as video:
     ...     clip = video.get_frames([0, 2, 4, 6], size=112)   # uint8 (4, H, W, 3), short side 112
 
-    `threads` is the number of decoding threads; 1 suits DataLoader workers, which
-    already decode in parallel. `max_pixels` caps the pixels of each returned frame, bounding
+    `decoder` is the backend: "pyav", "torchcodec" (`pip install 'vidzoo[torchcodec]'` and FFmpeg's
+    shared libraries) or "auto" (per file type, the one measured faster: see `resolve_decoder`);
+    `backend` is its old name. `threads` is the number of decoding threads; 1 suits DataLoader
+    workers, which already decode in parallel (`decoder_threads`). `max_pixels` caps the pixels of each returned frame, bounding
     memory: a larger frame raises `FrameTooLargeError` instead of being allocated; passing a
     `size` to `get_frames` resizes while decoding, so huge videos stay readable. None: no cap.
     """
@@ -463,13 +562,13 @@ class VideoReader:
         self,
         path: str | os.PathLike,
         *,
-        backend: str = "pyav",
+        decoder: str = "auto",
         threads: int = 1,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        backend: str | None = None,
     ):
         path = Path(path)
-        if backend not in _DECODERS:
-            raise ValueError(f"unknown decoder backend {backend!r}; available: {available_decoders()}")
+        self.decoder = resolve_decoder(backend if backend is not None else decoder, path)
         if not path.is_file():
             reason = "is a directory, not a video file" if path.is_dir() else "no such file"
             raise VideoNotFoundError(path, reason)
@@ -477,7 +576,7 @@ class VideoReader:
             raise NotAVideoError(path, "the file is empty (0 bytes)")
         self.path = str(path)
         self.max_pixels = max_pixels
-        self._decoder = _DECODERS[backend](self.path, threads)
+        self._decoder = _decoder_factory(self.decoder)(self.path, threads)
 
     @property
     def info(self) -> VideoInfo:
@@ -562,8 +661,8 @@ class VideoReader:
         )
 
 
-def read_video_info(path: str | os.PathLike) -> VideoInfo:
+def read_video_info(path: str | os.PathLike, *, decoder: str = "auto") -> VideoInfo:
     """Open, describe and close a video (what datasets cache per file)."""
-    with VideoReader(path) as reader:
+    with VideoReader(path, decoder=decoder) as reader:
         return reader.info
 
