@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from vidzoo.data.sources import VIDEO_EXTENSIONS, VideoSource, load_source
-from vidzoo.data.video import NoVideoStreamError, VideoDecodeError, VideoReader
+from vidzoo.data.video import NoVideoStreamError, VideoDecodeError, VideoReader, check_decoder
 from vidzoo.progress import progress_bar
 
 __all__ = ["STATUSES", "FLAGS", "VideoCheck", "CheckReport", "check_video", "check_dataset", "find_videos"]
@@ -103,13 +103,15 @@ class CheckReport:
         return {"frames": self.frames, "summary": self.summary(), "videos": [asdict(r) for r in self.results]}
 
 
-def check_video(path: str | os.PathLike, *, frames: int = 16, random_frames: int = 3, seed: int = 0) -> VideoCheck:
+def check_video(path: str | os.PathLike, *, frames: int = 16, random_frames: int = 3, seed: int = 0,
+                decoder: str = "auto") -> VideoCheck:
     """Open one video, decode its first, last and `random_frames` random frames (seeded by
-    `seed` and the path, so the same files get the same frames whatever the order)."""
+    `seed` and the path, so the same files get the same frames whatever the order) with
+    `decoder` (see `VideoReader`)."""
     path = str(path)
     started = time.perf_counter()
     try:
-        with VideoReader(path) as video:
+        with VideoReader(path, decoder=decoder) as video:
             info = video.info
             n = info.num_frames
             rng = np.random.default_rng([seed, zlib.crc32(path.encode("utf-8", "surrogateescape"))])
@@ -148,9 +150,9 @@ def find_videos(data: str | os.PathLike | VideoSource) -> list[str]:
     return [s.path for s in load_source(path).samples]
 
 
-def _check_one(args: tuple[str, int, int, int]) -> VideoCheck:
-    path, frames, random_frames, seed = args
-    return check_video(path, frames=frames, random_frames=random_frames, seed=seed)
+def _check_one(args: tuple[str, int, int, int, str]) -> VideoCheck:
+    path, frames, random_frames, seed, decoder = args
+    return check_video(path, frames=frames, random_frames=random_frames, seed=seed, decoder=decoder)
 
 
 def check_dataset(
@@ -162,15 +164,18 @@ def check_dataset(
     seed: int = 0,
     timeout: float = 120.0,
     progress: bool = True,
+    decoder: str = "auto",
 ) -> CheckReport:
     """Check every video of `data` (a folder, an annotation file, a `VideoSource` or a list of
-    paths) with `workers` processes (0: in this process, with no timeout). See the module doc."""
+    paths) with `workers` processes (0: in this process, with no timeout), decoding with
+    `decoder` (see `VideoReader`). See the module doc."""
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
     paths = list(data) if isinstance(data, (list, tuple)) else find_videos(data)
-    tasks = [(str(p), frames, random_frames, seed) for p in paths]
+    check_decoder(decoder)  # a decoder that cannot load: one error here, not one per video
+    tasks = [(str(p), frames, random_frames, seed, decoder) for p in paths]
     results: list[VideoCheck] = []
     with progress_bar(progress, len(tasks), "checking", stderr=True) as advance:
         if workers == 0:

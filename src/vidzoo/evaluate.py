@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from vidzoo.data.clip import ClipSpec
 from vidzoo.data.dataset import VideoDataset
 from vidzoo.data.sources import VideoSource
-from vidzoo.data.video import VideoDecodeError
+from vidzoo.data.video import VideoDecodeError, decoder_threads
 from vidzoo.distributed import (
     Chunk,
     ChunkStore,
@@ -277,6 +277,7 @@ def evaluate(
     devices: int = 1,
     strategy: str = "auto",
     num_nodes: int = 1,
+    decoder: str = "auto",
 ) -> EvalReport | None:
     """Score `model` on every video of `source` at video level.
 
@@ -291,7 +292,8 @@ def evaluate(
     is removed at the end (chunks of another evaluation in it are discarded). `devices`,
     `strategy` and `num_nodes` run it as several processes, as `vidzoo train` takes them (see
     `vidzoo.distributed.launch`; `parts` required): each scores its share of the chunks on its
-    own `device`-type device and process 0 returns the report, the others None.
+    own `device`-type device and process 0 returns the report, the others None. `decoder` is the
+    video decoder ("auto", "pyav", "torchcodec"; see `VideoReader`).
 
     Raises AnnotationError when `source` has classes the model does not know, ValueError when
     the model has no class names, and VideoDecodeError (naming the file) for a video that
@@ -313,8 +315,10 @@ def evaluate(
     spec = clip_spec_for(model, clips_per_video, crops)
     chunks = chunk_ranges(len(source), chunk_size)
     processes = launch(device, devices, strategy, num_nodes)
-    store = None if parts is None else ChunkStore(parts, _fingerprint(model, source, spec, chunk_size), "evaluation")
-    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False))
+    store = None if parts is None else ChunkStore(parts, _fingerprint(model, source, spec, chunk_size, decoder),
+                                                  "evaluation")
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
+                                                     threads=decoder_threads(workers)))
 
     def compute(index: int, advance: Callable[[], None]) -> Chunk:
         return _evaluate_chunk(model, dataset, chunks[index], len(classes), batch_size, workers, processes.device,
@@ -380,11 +384,13 @@ def _evaluate_chunk(model: nn.Module, dataset: CatchingDataset, videos: range, n
     return Chunk(arrays, {"video_ids": [video_id for (video_id, _), _ in scored], "excluded": excluded})
 
 
-def _fingerprint(model: VideoClassifier, source: VideoSource, spec: ClipSpec, chunk_size: int) -> dict[str, Any]:
-    """What must match for saved chunks to be reused: the same model, views and videos."""
+def _fingerprint(model: VideoClassifier, source: VideoSource, spec: ClipSpec, chunk_size: int,
+                 decoder: str) -> dict[str, Any]:
+    """What must match for saved chunks to be reused: the same model, views, videos and decoder
+    (decoders differ slightly in how they resize)."""
     return {"format": "vidzoo-eval-parts", "format_version": 1, "tensors_sha256": tensors_sha256(model.state_dict()),
             "classes": list(source.classes), "clip_spec": spec.model_dump(mode="json"), "chunk_size": chunk_size,
-            **videos_fingerprint(source)}
+            "decoder": decoder, **videos_fingerprint(source)}
 
 
 # --------------------------------------------------------------------------- writing

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from vidzoo import __version__
 from vidzoo.data.dataset import VideoDataset
 from vidzoo.data.sources import VideoSource, load_source
-from vidzoo.data.video import VideoDecodeError
+from vidzoo.data.video import VideoDecodeError, decoder_threads
 from vidzoo.distributed import (
     Chunk,
     ChunkStore,
@@ -206,6 +206,7 @@ def extract_features(
     devices: int = 1,
     strategy: str = "auto",
     num_nodes: int = 1,
+    decoder: str = "auto",
 ) -> Features | None:
     """Features of every video of `source` at `layer`, one row per video or per clip.
 
@@ -232,6 +233,7 @@ def extract_features(
             machines, as `vidzoo train` takes them (see `vidzoo.distributed.launch`): each process
             extracts its share of the chunks on its own `device`-type device, process 0 writes
             `out` (required with several processes). Returns None on the other processes.
+        decoder: the video decoder, ``"auto"``, ``"pyav"`` or ``"torchcodec"`` (see `VideoReader`).
     """
     out = _check_extract_args(per, batch_size, workers, chunk_size, out, overwrite)
     check_launch(devices, strategy, num_nodes, out)
@@ -250,8 +252,10 @@ def extract_features(
     processes = launch(device, devices, strategy, num_nodes)
     store = None
     if out is not None:
-        store = ChunkStore(out.with_name(out.name + ".parts"), _fingerprint(template, source, chunk_size), "extraction")
-    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False))
+        store = ChunkStore(out.with_name(out.name + ".parts"), _fingerprint(template, source, chunk_size, decoder),
+                           "extraction")
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
+                                                     threads=decoder_threads(workers)))
 
     def compute(index: int, advance: Callable[[], None]) -> Chunk:
         return _extract_chunk(feature_fn, dataset, chunks[index], per, batch_size, workers, processes.device,
@@ -356,14 +360,15 @@ def _extract_chunk(
 # --------------------------------------------------------------------------- resuming
 
 
-def _fingerprint(template: Features, source: VideoSource, chunk_size: int) -> dict[str, Any]:
-    """What must match for finished chunks to be reused: the same computation on the same videos."""
+def _fingerprint(template: Features, source: VideoSource, chunk_size: int, decoder: str) -> dict[str, Any]:
+    """What must match for finished chunks to be reused: the same computation on the same videos,
+    decoded by the same decoder (decoders differ slightly in how they resize)."""
     return {
         # The model is its weights and arguments, wherever its file now lies.
         "format": FORMAT, "format_version": FORMAT_VERSION, "layer": template.layer,
         "model": {k: v for k, v in template.model.items() if k != "file"},
         "per": template.per, "clips_per_video": template.clips_per_video, "clip_spec": template.clip_spec, "chunk_size": chunk_size,
-        **videos_fingerprint(source),
+        "decoder": decoder, **videos_fingerprint(source),
     }
 
 

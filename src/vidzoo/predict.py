@@ -67,17 +67,19 @@ def predict_video(
     crops: int | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    decoder: str = "auto",
 ) -> VideoPrediction:
     """Classify a whole video from its views, cut as the model's clip description says
     (``clips_per_video`` clips spread evenly over it, ``crops`` crops each; None: the model's),
     their softmax averaged. `top` holds the min(top_k, classes) most probable classes. The model
-    sees at most `batch_size` views per forward pass. Raises VideoDecodeError (naming the file)
-    if the video cannot be read."""
+    sees at most `batch_size` views per forward pass. `decoder` is the video decoder ("auto",
+    "pyav", "torchcodec"; see `VideoReader`). Raises VideoDecodeError (naming the file) if the
+    video cannot be read."""
     top_k = _check_positive_int("top_k", top_k)
     batch_size = _check_positive_int("batch_size", batch_size)
     pipeline = ClipPipeline(clip_spec_for(model, clips_per_video, crops), train=False)
     names = class_names(model)
-    with VideoReader(path) as video:
+    with VideoReader(path, decoder=decoder) as video:
         info = video.info
         views = pipeline.views(video)
     with inference_mode(model, device):
@@ -102,6 +104,7 @@ def predict_windows(
     top_k: int = 5,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    decoder: str = "auto",
 ) -> list[WindowPrediction]:
     """Classify consecutive windows of `window` seconds, starting every `stride` seconds.
 
@@ -111,7 +114,7 @@ def predict_windows(
     sampler cuts an evaluation clip from a video (dense models: the centred clip at the model's
     frame stride; segment models: one frame per segment of the window), one centre crop.
     `batch_size` windows are decoded and run together. Times are frame indices divided by
-    the video's average frame rate.
+    the video's average frame rate. `decoder` is the video decoder, as for `predict_video`.
     """
     top_k = _check_positive_int("top_k", top_k)
     batch_size = _check_positive_int("batch_size", batch_size)
@@ -119,7 +122,7 @@ def predict_windows(
     pipeline = ClipPipeline(clip_spec_for(model, crops=1), train=False)
     names = class_names(model)
     out: list[WindowPrediction] = []
-    with VideoReader(path) as video, inference_mode(model, device):
+    with VideoReader(path, decoder=decoder) as video, inference_mode(model, device):
         fps = video.fps
         bounds = window_bounds(video.num_frames, seconds_to_frames(window, fps), seconds_to_frames(stride, fps))
         for first in range(0, len(bounds), batch_size):

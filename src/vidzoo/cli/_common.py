@@ -29,6 +29,16 @@ DEVICES_HELP = ("Processes on this machine, each on its own --device-type device
 STRATEGY_HELP = ("auto or ddp: as `vidzoo train` (Lightning) starts processes: it runs this command again once per "
                  "extra process, or joins those torchrun / SLURM started.")
 NUM_NODES_HELP = "Machines, each running --devices processes (set MASTER_ADDR, NODE_RANK, ... as for train)."
+DECODER_HELP = ("Video decoder: pyav, torchcodec (needs vidzoo's torchcodec extra and FFmpeg's shared libraries), "
+                "or auto (per file type, the one measured faster).")
+
+
+def check_decoder_option(decoder: str) -> str:
+    """--decoder checked before any work starts: an unknown name or a backend that cannot load
+    (what to install) is one line."""
+    from vidzoo.data.video import check_decoder
+
+    return check_decoder(decoder)
 
 
 def fail(message: str | BaseException, code: int = 2) -> None:

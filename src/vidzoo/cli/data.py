@@ -8,7 +8,7 @@ from typing import List
 import typer
 from rich.table import Table
 
-from vidzoo.cli._common import console, print_json, user_errors, wide_console
+from vidzoo.cli._common import DECODER_HELP, check_decoder_option, console, print_json, user_errors, wide_console
 
 make_dataset_app = typer.Typer(help="Write a built-in dataset to disk.", no_args_is_help=True)
 
@@ -32,19 +32,22 @@ def make_dataset_synthetic(
     console.print(summary.summary_table(), highlight=False)
 
 
+@user_errors
 def inspect_command(
     videos: List[Path] = typer.Argument(..., help="Video files."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    decoder: str = typer.Option("auto", help=DECODER_HELP),
 ) -> None:
     """What the decoder sees in each video: exact frame count, fps, size, rotation, codec."""
     from dataclasses import asdict
 
     from vidzoo.data.video import VideoDecodeError, read_video_info
 
+    check_decoder_option(decoder)
     rows, failed = [], 0
     for path in videos:
         try:
-            rows.append(asdict(read_video_info(path)))
+            rows.append(asdict(read_video_info(path, decoder=decoder)))
         except VideoDecodeError as e:
             failed += 1
             rows.append({"path": str(path), "error": type(e).__name__, "reason": e.reason})
@@ -72,6 +75,7 @@ def check(
     data: Path = typer.Argument(..., help="A folder of videos (class folders or not) or a CSV/TSV annotation."),
     frames: int = typer.Option(16, "--frames", help="Videos with fewer frames than a clip are reported too_short."),
     workers: int = typer.Option(2, help="Worker processes (0: decode in this process, no timeout)."),
+    decoder: str = typer.Option("auto", help=DECODER_HELP),
     random_frames: int = typer.Option(3, "--random-frames", help="Random frames decoded per video, besides first and last."),
     seed: int = typer.Option(0, help="Seed of the random frames."),
     timeout: float = typer.Option(120.0, help="Seconds one file may take before it is reported unreadable."),
@@ -84,7 +88,7 @@ def check(
     from vidzoo.check import check_dataset
 
     result = check_dataset(data, frames=frames, workers=workers, random_frames=random_frames, seed=seed,
-                           timeout=timeout, progress=not as_json)
+                           timeout=timeout, progress=not as_json, decoder=decoder)
     result.write_csv(report)
     if as_json:
         print_json(result.to_dict())

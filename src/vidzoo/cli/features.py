@@ -9,10 +9,12 @@ import typer
 from rich.table import Table
 
 from vidzoo.cli._common import (
+    DECODER_HELP,
     DEVICES_HELP,
     DISTRIBUTED,
     NUM_NODES_HELP,
     STRATEGY_HELP,
+    check_decoder_option,
     console,
     print_excluded,
     print_json,
@@ -36,6 +38,7 @@ def extract(
     pretrained: Optional[str] = typer.Option(None, help="Weights for a registered model name: a tag or a file."),
     batch_size: int = typer.Option(8, help="Clips per forward pass (bounds memory)."),
     workers: int = typer.Option(2, help="DataLoader worker processes."),
+    decoder: str = typer.Option("auto", help=DECODER_HELP),
     device: str = typer.Option("cpu", help="torch device."),
     skip_bad: bool = typer.Option(False, help="Leave out videos that fail to decode, and list them."),
     chunk_size: int = typer.Option(256, help="Videos per saved chunk: an interrupted run resumes at its first unfinished chunk."),
@@ -50,10 +53,11 @@ def extract(
     --strategy ddp, N processes share the videos out and the file is the same as one process writes."""
     from vidzoo.features import extract_features
 
+    check_decoder_option(decoder)
     features = extract_features(model, data, layer=layer, per=per, clips_per_video=clips_per_video, out=out,
                                 pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                                 skip_bad=skip_bad, chunk_size=chunk_size, overwrite=overwrite, progress=not as_json,
-                                devices=devices, strategy=strategy, num_nodes=num_nodes)
+                                devices=devices, strategy=strategy, num_nodes=num_nodes, decoder=decoder)
     if features is None:  # a process other than 0 of a distributed run: process 0 reports
         return
     summary = {"out": str(out), "rows": len(features.features), "dim": features.dim, "layer": features.layer,
@@ -86,6 +90,7 @@ def probe(
     pretrained: Optional[str] = typer.Option(None, help="With MODEL DATA: weights for a registered model name."),
     batch_size: int = typer.Option(8, help="With MODEL DATA: clips per forward pass."),
     workers: int = typer.Option(2, help="With MODEL DATA: DataLoader worker processes."),
+    decoder: str = typer.Option("auto", help="With MODEL DATA: " + DECODER_HELP),
     device: str = typer.Option("cpu", help="With MODEL DATA: torch device."),
     skip_bad: bool = typer.Option(False, help="With MODEL DATA: leave out videos that fail to decode, and list them."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -111,7 +116,7 @@ def probe(
             features = extract_features(
                 inputs[0], data, layer=layer, per=per, clips_per_video=clips_per_video, out=path,
                 pretrained=pretrained, batch_size=batch_size, workers=workers, device=device, skip_bad=skip_bad,
-                overwrite=True, progress=not as_json)
+                overwrite=True, progress=not as_json, decoder=decoder)
             if not as_json:
                 print_excluded(features.excluded)
             return path

@@ -8,10 +8,12 @@ from typing import List, Optional
 import typer
 
 from vidzoo.cli._common import (
+    DECODER_HELP,
     DEVICES_HELP,
     DISTRIBUTED,
     NUM_NODES_HELP,
     STRATEGY_HELP,
+    check_decoder_option,
     console,
     err_console,
     print_json,
@@ -30,6 +32,7 @@ def eval_command(
     crops: Optional[int] = typer.Option(None, min=1, max=3, help=CROPS_HELP),
     batch_size: int = typer.Option(8, help="Views per forward pass (bounds memory)."),
     workers: int = typer.Option(2, help="DataLoader worker processes."),
+    decoder: str = typer.Option("auto", help=DECODER_HELP),
     skip_bad: bool = typer.Option(False, help="Exclude videos that fail to decode, and report them."),
     device: str = typer.Option("cpu", help="torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -48,11 +51,12 @@ def eval_command(
     from vidzoo.evaluate import evaluate, write_report
     from vidzoo.models.factory import load_model
 
+    check_decoder_option(decoder)
     model = load_model(model_file)
     report = evaluate(model, load_source(data), clips_per_video=clips_per_video, crops=crops, batch_size=batch_size,
                       workers=workers, skip_bad=skip_bad, device=device, progress=not as_json, chunk_size=chunk_size,
                       parts=None if out is None else out / "parts", devices=devices, strategy=strategy,
-                      num_nodes=num_nodes)
+                      num_nodes=num_nodes, decoder=decoder)
     if report is None:  # a process other than 0 of a distributed run: process 0 reports
         return
     if out is not None:
@@ -101,6 +105,7 @@ def predict(
     window: Optional[float] = typer.Option(None, help="Predict per window of this many seconds (long videos)."),
     stride: Optional[float] = typer.Option(None, help="Seconds between window starts (default: --window)."),
     skip_bad: bool = typer.Option(False, help="A video that fails to decode is listed and does not fail the command."),
+    decoder: str = typer.Option("auto", help=DECODER_HELP),
     device: str = typer.Option("cpu", help="torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -110,17 +115,18 @@ def predict(
     from vidzoo.models.factory import load_model
     from vidzoo.predict import predict_video, predict_windows
 
+    check_decoder_option(decoder)
     results = []
     model = load_model(model_file)
     for video in videos:
         try:
             if window is not None:
                 windows = predict_windows(model, video, window=window, stride=stride or window, top_k=top_k,
-                                          device=device)
+                                          device=device, decoder=decoder)
                 results.append({"path": str(video), "windows": [w.to_dict() for w in windows]})
             else:
                 results.append(predict_video(model, video, top_k=top_k, clips_per_video=clips_per_video,
-                                             device=device).to_dict())
+                                             device=device, decoder=decoder).to_dict())
         except VideoDecodeError as e:
             results.append({"path": str(video), "error": type(e).__name__, "reason": e.reason})
         if not as_json:

@@ -19,7 +19,7 @@ from vidzoo.data.clip import ClipSpec
 from vidzoo.data.pipeline import ClipPipeline
 from vidzoo.data.sampling import ClipTooShortError
 from vidzoo.data.sources import VideoSample, VideoSource
-from vidzoo.data.video import VideoDecodeError, VideoReader
+from vidzoo.data.video import VideoDecodeError, VideoReader, check_decoder
 
 __all__ = ["BadVideo", "VideoDataset"]
 
@@ -71,7 +71,8 @@ class VideoDataset(Dataset):
     one.
 
     Frames are decoded directly at the pipeline's decode size (short side), so no
-    full-resolution frame is ever materialised.
+    full-resolution frame is ever materialised. `decoder` is the `VideoReader` backend ("auto",
+    "pyav", "torchcodec"), `threads` its decoding threads per video (`decoder_threads`).
     """
 
     def __init__(
@@ -82,7 +83,8 @@ class VideoDataset(Dataset):
         seed: int = 0,
         bad_video_log: str | os.PathLike | None = None,
         max_substitutions: int = 10,
-        decoder: str = "pyav",
+        decoder: str = "auto",
+        threads: int = 1,
         skip_bad: bool = False,
     ):
         if len(source) == 0:
@@ -92,7 +94,10 @@ class VideoDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.max_substitutions = max_substitutions
-        self.decoder = decoder
+        # Checked here, in the main process: a backend that cannot load (torchcodec without its
+        # FFmpeg libraries) is one clear error now, not one per DataLoader worker.
+        self.decoder = check_decoder(decoder)
+        self.threads = threads  # decoding threads per video: see `decoder_threads`
         self.skip_bad = skip_bad
         self._bad = _BadVideoLog(str(bad_video_log) if bad_video_log else None)
 
@@ -162,7 +167,7 @@ class VideoDataset(Dataset):
         decoding = log.getChild("decoding")
         decoding.debug("decoding %s", sample.path, extra={"video_path": sample.path})
         try:
-            with VideoReader(sample.path, backend=self.decoder) as video:
+            with VideoReader(sample.path, decoder=self.decoder, threads=self.threads) as video:
                 if rng is not None:
                     return self.pipeline.train_clip(video, rng)
                 return self.pipeline.views(video)

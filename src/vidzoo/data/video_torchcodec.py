@@ -66,7 +66,7 @@ __all__ = ["TorchCodecDecoder", "TorchCodecUnavailableError", "torchcodec_status
 # which depends on the other five libraries libtorchcodec_core5.so links.
 APT_PACKAGES = "libavdevice59"
 PIP_HINT = "pip install 'vidzoo[torchcodec]'"
-_APT_HINT = f"apt-get install --no-install-recommends {APT_PACKAGES} (FFmpeg 5.1's shared libraries)"
+_APT_HINT = f"apt-get install --no-install-recommends {APT_PACKAGES}, which pulls FFmpeg 5.1's shared libraries"
 _MIN_VERSION = (0, 17)
 _DECODE_SCAN_TIME_BASE = (1, 1_000_000)  # microseconds, for pts read off decoded frames
 _NO_PTS = -(2**63)  # AV_NOPTS_VALUE
@@ -92,8 +92,8 @@ def _load_torchcodec() -> tuple[bool, str]:
     try:
         import torchcodec
     except ImportError as e:
-        return False, (f"the torchcodec decoder needs torchcodec ({e}): {PIP_HINT}, and FFmpeg's shared "
-                       f"libraries (Debian 12: {_APT_HINT})")
+        return False, (f"the torchcodec decoder needs torchcodec, which is not installed ({e}): {PIP_HINT}; "
+                       f"and FFmpeg's shared libraries: on Debian 12, {_APT_HINT}")
     version = tuple(int(x) for x in re.findall(r"\d+", torchcodec.__version__)[:2])
     if version < _MIN_VERSION:
         return False, f"torchcodec {torchcodec.__version__} is too old for vidzoo (0.17 or later): {PIP_HINT}"

@@ -33,7 +33,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                      "step_epochs", "step_gamma", "warmup_epochs", "label_smoothing"),
     "Transfer learning": ("freeze", "train_last", "backbone_lr_mult", "unfreeze_at", "truncate_after"),
     "Stopping": ("patience", "target_accuracy"),
-    "Machinery": ("workers", "seed", "precision", "accelerator", "devices", "strategy", "num_nodes",
+    "Machinery": ("workers", "decoder", "seed", "precision", "accelerator", "devices", "strategy", "num_nodes",
                   "max_bad_fraction", "sample_timeout", "history", "out", "progress", "record_samples"),
 }
 
@@ -103,6 +103,9 @@ class TrainConfig(ClipOverrides):
     target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once val accuracy reaches this")
     # machinery
     workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    decoder: Literal["auto", "pyav", "torchcodec"] = Field(
+        "auto", description="video decoder: pyav, torchcodec (needs vidzoo's torchcodec extra and FFmpeg's "
+        "shared libraries), or auto (per file type, the one measured faster)")
     seed: int = Field(0, description="random seed: the run is a function of it")
     precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu")

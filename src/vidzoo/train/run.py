@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from vidzoo.data.clip import ClipSpec, resolve_clip_spec
 from vidzoo.data.dataset import BadVideo, VideoDataset
 from vidzoo.data.sources import VideoSource
+from vidzoo.data.video import decoder_threads
 from vidzoo.evaluate import evaluate, write_report
 from vidzoo.models._base import VideoClassifier
 from vidzoo.models._registry import check_model_args, get_model_entry
@@ -314,10 +315,11 @@ class _Run:
         self.config, self.run_dir, self.data, self.trainable, self.started = config, run_dir, data, trainable, started
         spec = model.clip_spec
         log_file = run_dir / "bad_videos.log"
+        decoding = dict(decoder=config.decoder, threads=decoder_threads(config.workers))
         self.train_set = VideoDataset.from_spec(data.train, spec, train=True, flip=config.flip, seed=config.seed,
-                                                bad_video_log=log_file)
+                                                bad_video_log=log_file, **decoding)
         self.val_set = VideoDataset.from_spec(data.val, spec, train=False, clips_per_video=config.val_clips,
-                                              bad_video_log=log_file, skip_bad=True)
+                                              bad_video_log=log_file, skip_bad=True, **decoding)
         self.record_dir = run_dir / DECODING_DIR
         self.record_dir.mkdir(exist_ok=True)
         self.train_loader, self.val_loader = _loaders(config, spec, self.train_set, self.val_set, self.record_dir)
