@@ -139,12 +139,14 @@ _OPTIONAL_DECODERS: dict[str, tuple[str, str, str]] = {
 }
 
 # What `decoder="auto"` picks, by the file's extension: the backend that read clips faster there.
-# Measured (benchmarks/decoders.py: 16-frame clips at stride 2 from random starts, short side 128,
-# one thread, open+read+close; 2 shared cores) on the shared fixtures: PyAV was as fast or faster
-# for every type (H.264, HEVC, VP8, VP9, AV1, MPEG-4 in MP4, MKV, WebM, TS, AVI; numbers in
-# README's "Decoders"): both run the same FFmpeg decoders, and PyAV converts and resizes in one
-# swscale pass where torchcodec converts at full size, then resizes. So no extension is listed
-# yet; one measured faster with torchcodec goes here as {".ext": "torchcodec"}. A backend that
+# Measured with benchmarks/decoders.py (open, read 16 frames at stride 2 from a random start at
+# short side 128, close; one thread; 13 shared fixtures; 2 December 2026 on 2 shared cores, load
+# ~9, so noisy): PyAV had the lower median on every extension (.mp4 .mkv .mov .webm .ts .avi), by
+# 5-75% (e.g. 600 vs 714 ms on 720p H.264, 164 vs 269 ms on VP9, 20 vs 26 ms on a UCF101 AVI);
+# the only torchcodec win, 1080p HEVC MP4 (1.80 vs 1.61 s), is within that noise. Both run the
+# same FFmpeg decoders; torchcodec loses on converting at full size before resizing (PyAV does
+# both in one swscale pass) and on opening. So no extension is listed: auto means PyAV on the CPU.
+# An extension measured faster with torchcodec goes here as {".ext": "torchcodec"}; a backend that
 # cannot load (torchcodec or FFmpeg's libraries missing) is never picked: PyAV is.
 _AUTO_BY_EXTENSION: dict[str, str] = {}
 
