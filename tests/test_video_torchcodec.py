@@ -312,3 +312,34 @@ def test_check_decoder_says_whether_torchcodec_loads():
     else:
         with pytest.raises(DecoderUnavailableError, match="apt-get install|pip install"):
             check_decoder("torchcodec")
+
+
+# --------------------------------------------------------------------------- the commands' paths
+
+
+@needs_torchcodec
+def test_dataset_and_check_read_with_torchcodec(dataset):
+    """The datasets and `check` take the decoder: the same clips as PyAV's up to resizing, the same
+    verdicts."""
+    from vidzoo.check import check_dataset
+    from vidzoo.data.clip import ClipSpec
+    from vidzoo.data.dataset import VideoDataset
+    from vidzoo.data.sources import load_source
+
+    source = load_source(dataset / "val.csv")
+    spec = ClipSpec(frames=4, size=16, resize_short=18)
+    clips = {}
+    for decoder in ("pyav", "torchcodec"):
+        data = VideoDataset.from_spec(source, spec, train=False, decoder=decoder, threads=2)
+        assert (data.decoder, data.threads) == (decoder, 2)
+        clips[decoder] = data[0][0]
+    assert clips["pyav"].shape == clips["torchcodec"].shape
+    # Normalised pixels: one level is about 1/255/0.225 = 0.017.
+    assert float((clips["pyav"] - clips["torchcodec"]).abs().mean()) < RESIZED_MEAN_TOLERANCE * 0.02
+    videos = [sample.path for sample in source.samples][:2]
+    verdicts = {}
+    for decoder in ("pyav", "torchcodec"):
+        report = check_dataset(videos, frames=4, workers=0, progress=False, decoder=decoder)
+        verdicts[decoder] = [(r.status, r.num_frames) for r in report.results]
+    assert verdicts["torchcodec"] == verdicts["pyav"]
+    assert {status for status, _ in verdicts["torchcodec"]} == {"ok"}
