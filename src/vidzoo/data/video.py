@@ -505,19 +505,21 @@ class PyAVDecoder(_IndexedReader):
             raise CorruptVideoError(self.path, f"decoding failed ({_ffmpeg_reason(e)})") from e
 
     def _convert_into(self, frame, out: np.ndarray, out_h: int, out_w: int) -> None:
-        """YUV (any format) -> RGB24 at the output size, rotated for display, written into `out`."""
-        rotation = _clockwise_rotation(frame)
-        coded_h, coded_w = (out_w, out_h) if rotation in (90, 270) else (out_h, out_w)
-        rgb = self._reformatter.reformat(
-            frame, width=coded_w, height=coded_h, format="rgb24", interpolation="BILINEAR", threads=1
-        )
-        array = rgb.to_ndarray()
-        if rotation:
-            array = np.rot90(array, k=-rotation // 90)
-        out[...] = array
+        _rgb_into(self._reformatter, frame, _clockwise_rotation(frame), out, out_h, out_w)
 
     def close(self) -> None:
         self._container.close()
+
+
+def _rgb_into(reformatter, frame, rotation: int, out: np.ndarray, out_h: int, out_w: int) -> None:
+    """A PyAV frame, YUV (any format) -> RGB24 at the output size in one swscale call, turned
+    `rotation` degrees clockwise for display, written into `out`."""
+    coded_h, coded_w = (out_w, out_h) if rotation in (90, 270) else (out_h, out_w)
+    rgb = reformatter.reformat(frame, width=coded_w, height=coded_h, format="rgb24", interpolation="BILINEAR", threads=1)
+    array = rgb.to_ndarray()
+    if rotation:
+        array = np.rot90(array, k=-rotation // 90)
+    out[...] = array
 
 
 def _clockwise_rotation(frame) -> int:

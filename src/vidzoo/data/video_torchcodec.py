@@ -14,10 +14,12 @@ request returns the same frames:
   keyframes; the first frame is decoded, as the PyAV backend does, for the rotation and so that a
   file with no decodable frame fails at open;
 * reading: a fresh `VideoPacketDecoder` after every seek (a flushed one keeps state that changes
-  the pixels of damaged streams); `ColorConverter` to RGB at the native size with the rotation
-  applied; then, for a smaller size, torch's antialiased bilinear resize. PyAV instead converts
-  and scales in one swscale pass, which is why resized frames differ slightly (tests say by how
-  much) while native-size frames are identical;
+  the pixels of damaged streams); the decoded samples are then converted to RGB at the output
+  size by the PyAV backend's own swscale call (`_pyav_frame`), so both backends return identical
+  pixels, resized or not, 10-bit included. Conversion is not where the backends should differ:
+  torchcodec's `ColorConverter` converts at full size and needs a separate resize, which gives
+  pixels a level or so apart from PyAV's one-pass scaling; it remains the fallback for pixel
+  layouts PyAV frames do not share;
 * torchcodec 0.17 seeks with ``avformat_seek_file``, which in MPEG-TS lands *after* the keyframe
   (TS is bisected on dts), and HEVC then conceals the missing references with plausible garbage
   carrying the right timestamps: a seek whose first frame is later than its keyframe is
@@ -57,6 +59,7 @@ from vidzoo.data.video import (
     _clockwise_rotation,
     _IndexedReader,
     _is_variable_rate,
+    _rgb_into,
     _StreamIndex,
 )
 
@@ -161,6 +164,7 @@ class TorchCodecDecoder(_IndexedReader):
         self._stream_index = stream.index
         self._decoder = None
         self._converter = None
+        self._template = None  # see _pyav_frame
         self._sought: int | None = None  # the keyframe pts the last seek asked for
         self._at_start = False  # whether the demuxer is at the start with nothing read yet
         meta = stream.metadata
@@ -318,12 +322,20 @@ class TorchCodecDecoder(_IndexedReader):
             raise CorruptVideoError(self.path, f"decoding failed ({_reason(e)})") from e
 
     def _convert_into(self, frame: _Frame, out: np.ndarray, out_h: int, out_w: int) -> None:
+        raw = frame.raw
+        rotation = _clockwise_rotation(raw)
+        target = self._pyav_frame(raw)
+        if target is not None:
+            _rgb_into(self._reformatter, target, rotation, out, out_h, out_w)
+            return
+        # A layout PyAV frames do not share (semi-planar, packed): torchcodec's own conversion,
+        # then torch's resize. Same frames, pixels a level or so apart when resized.
         if self._converter is None:
             from torchcodec.decoders import ColorConverter
 
             self._converter = ColorConverter(device="cpu")
         try:
-            rgb = self._converter.convert(frame.raw).data  # (3, H, W) uint8, rotation applied
+            rgb = self._converter.convert(raw).data  # (3, H, W) uint8, rotation applied
         except RuntimeError as e:
             raise CorruptVideoError(self.path, f"colour conversion failed ({_reason(e)})") from e
         if tuple(rgb.shape[1:]) != (out_h, out_w):
@@ -333,9 +345,71 @@ class TorchCodecDecoder(_IndexedReader):
             rgb = F.resize(rgb, [out_h, out_w], interpolation=InterpolationMode.BILINEAR, antialias=True)
         out[...] = rgb.permute(1, 2, 0).numpy()
 
+    def _pyav_frame(self, raw):
+        """The decoded samples of `raw` in a PyAV frame that carries this stream's colour
+        description, or None where the layouts differ.
+
+        The conversion to RGB is then the PyAV backend's own swscale call, so both backends give
+        identical pixels for the same decoded picture, resized or not. The PyAV frame is one
+        PyAV decoded from this file (the template): swscale reads the chroma siting from the
+        frame, and PyAV cannot set it on a frame of its own (a fresh frame resizes a level or so
+        differently). Files PyAV cannot decode get a fresh frame with the colour space and range.
+        """
+        import av
+
+        if self._template is None:
+            self._reformatter = av.video.reformatter.VideoReformatter()
+            self._template = _first_pyav_frame(self.path) or False
+        try:
+            planes = [plane.numpy() for plane in raw.planes]
+        except RuntimeError:
+            return None  # a format torchcodec cannot show as planes (packed, palettised)
+        template = self._template
+        if template is False or (template.width, template.height, template.format.name) != (
+                raw.width, raw.height, raw.pixel_format):
+            template = av.VideoFrame(raw.width, raw.height, raw.pixel_format)
+            template.colorspace = _AV_COLORSPACE.get(raw.color_space, 2)
+            template.color_range = {"tv": 1, "pc": 2}.get(raw.color_range, 0)
+        else:
+            template.make_writable()
+        # torchcodec gives one tensor per component, in the format's component order; PyAV's
+        # planes are in memory order (GBR formats store G, B, R; NV12 shares a plane for U, V).
+        where = [component.plane for component in template.format.components]
+        if len(where) != len(planes) or len(set(where)) != len(where):
+            return None
+        for index, samples in zip(where, planes):
+            plane = template.planes[index]
+            itemsize = samples.dtype.itemsize
+            if plane.height != samples.shape[0] or plane.line_size < samples.shape[1] * itemsize:
+                return None
+            rows = np.frombuffer(plane, dtype=samples.dtype).reshape(plane.height, plane.line_size // itemsize)
+            rows[:, : samples.shape[1]] = samples
+        return template
+
     def close(self) -> None:
         self._decoder = None
         self._demuxer = None
+
+
+# FFmpeg's AVColorSpace numbers by name (libavutil/pixfmt.h), for frames PyAV makes itself.
+_AV_COLORSPACE = {"rgb": 0, "bt709": 1, "unknown": 2, "unspecified": 2, "fcc": 4, "bt470bg": 5, "smpte170m": 6,
+                  "smpte240m": 7, "ycgco": 8, "bt2020nc": 9, "bt2020c": 10}
+
+
+def _first_pyav_frame(path: str):
+    """The first frame PyAV decodes from `path`'s best video stream, or None."""
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                return None
+            for frame in container.decode(stream):
+                return frame
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    return None
 
 
 def _decode(demuxer, decoder) -> Iterator:
