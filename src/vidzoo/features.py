@@ -362,7 +362,7 @@ def _extract_chunk(
 
 def _fingerprint(template: Features, source: VideoSource, chunk_size: int, decoder: str) -> dict[str, Any]:
     """What must match for finished chunks to be reused: the same computation on the same videos,
-    decoded by the same decoder (decoders differ slightly in how they resize)."""
+    decoded by the same decoder (two FFmpeg builds may decode damaged data differently)."""
     return {
         # The model is its weights and arguments, wherever its file now lies.
         "format": FORMAT, "format_version": FORMAT_VERSION, "layer": template.layer,

@@ -140,14 +140,15 @@ _OPTIONAL_DECODERS: dict[str, tuple[str, str, str]] = {
 
 # What `decoder="auto"` picks, by the file's extension: the backend that read clips faster there.
 # Measured with benchmarks/decoders.py (open, read 16 frames at stride 2 from a random start at
-# short side 128, close; one thread; 13 shared fixtures; 2 December 2026 on 2 shared cores, load
-# ~9, so noisy): PyAV had the lower median on every extension (.mp4 .mkv .mov .webm .ts .avi), by
-# 5-75% (e.g. 600 vs 714 ms on 720p H.264, 164 vs 269 ms on VP9, 20 vs 26 ms on a UCF101 AVI);
-# the only torchcodec win, 1080p HEVC MP4 (1.80 vs 1.61 s), is within that noise. Both run the
-# same FFmpeg decoders; torchcodec loses on converting at full size before resizing (PyAV does
-# both in one swscale pass) and on opening. So no extension is listed: auto means PyAV on the CPU.
-# An extension measured faster with torchcodec goes here as {".ext": "torchcodec"}; a backend that
-# cannot load (torchcodec or FFmpeg's libraries missing) is never picked: PyAV is.
+# short side 128, close; one thread; 13 shared fixtures; 9 reads each; 2 December 2026 on 2 shared
+# cores at load 7-8, so noisy): PyAV had the lower median on every extension (.mp4 .mkv .mov .webm
+# .ts .avi), e.g. 336 vs 445 ms on 720p H.264 MP4, 252 vs 446 ms on 1080p H.264, 27 vs 43 ms on a
+# UCF101 AVI, 622 vs 754 ms on HEVC in MPEG-TS; the one torchcodec win, 1080p HEVC MP4 (1.81 vs
+# 1.69 s), is within the noise. Both run the same FFmpeg decoders and the same conversion; the
+# torchcodec backend opens more (its scan, a demuxer per rewind, PyAV's first frame for the
+# colour siting) and decodes TS from the start. So no extension is listed: auto means PyAV on the
+# CPU. An extension measured faster with torchcodec goes here as {".ext": "torchcodec"}; a
+# backend that cannot load (torchcodec or FFmpeg's libraries missing) is never picked: PyAV is.
 _AUTO_BY_EXTENSION: dict[str, str] = {}
 
 
