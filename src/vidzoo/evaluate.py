@@ -387,7 +387,7 @@ def _evaluate_chunk(model: nn.Module, dataset: CatchingDataset, videos: range, n
 def _fingerprint(model: VideoClassifier, source: VideoSource, spec: ClipSpec, chunk_size: int,
                  decoder: str) -> dict[str, Any]:
     """What must match for saved chunks to be reused: the same model, views, videos and decoder
-    (decoders differ slightly in how they resize)."""
+    (two FFmpeg builds may decode damaged data differently)."""
     return {"format": "vidzoo-eval-parts", "format_version": 1, "tensors_sha256": tensors_sha256(model.state_dict()),
             "classes": list(source.classes), "clip_spec": spec.model_dump(mode="json"), "chunk_size": chunk_size,
             "decoder": decoder, **videos_fingerprint(source)}
