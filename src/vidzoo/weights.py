@@ -134,10 +134,14 @@ class Weights:
         licence: the licence the publisher states.
         convert: the family's converter from the file's keys to the model's (another network's
             weights, e.g. GoogLeNet inflated to I3D); None: the model's checkpoint filter.
-        fetch: a family's own way to find the weights (timm's ImageNet backbones); None: `url`
-            or `package`.
+        fetch: a family's own way to find the weights (timm's ImageNet backbones, a transformers
+            checkpoint); None: `url` or `package`.
         covers: a key prefix when the weights hold only part of the model (``"backbone."``):
             the rest stays freshly initialised and is reported.
+        model_args: constructor arguments the weights fix (a transformers checkpoint's
+            architecture config); ``create_model`` builds with them, a caller's override them.
+        warnings: doubts found about the weights' own description (a processor normalisation
+            that differs from the one documented for the family), repeated in the load report.
         source: where they come from, for people (defaults to `url` or `package`).
         notes, recipe, num_params: the publisher's facts, as published.
     """
@@ -154,6 +158,8 @@ class Weights:
     convert: Converter | None = None
     fetch: Fetcher | None = None
     covers: str | None = None
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
     source: str | None = None
     notes: str = ""
     recipe: str | None = None
@@ -195,6 +201,7 @@ class LoadReport:
         file: the file read (cache path or the given path), when there was one.
         file_sha256: SHA-256 of that file's bytes.
         classes: the class names of the weights, when known.
+        warnings: doubts about the weights' own description (``Weights.warnings``), also logged.
     """
 
     source: str
@@ -204,6 +211,7 @@ class LoadReport:
     file: str | None = None
     file_sha256: str | None = None
     classes: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"pretrained weights {self.source}" + (f" ({self.file})" if self.file else "")]
@@ -219,6 +227,7 @@ class LoadReport:
                 f"  not in these weights (freshly initialised): {len(self.not_covered)} tensors "
                 f"({_short(self.not_covered)})"
             )
+        lines.extend(f"  warning: {warning}" for warning in self.warnings)
         return "\n".join(lines)
 
 
@@ -287,7 +296,8 @@ def load_pretrained(
             fetched = _fetch_package_file(source.package, source.sha256)
         else:
             fetched = _fetch_url(source.url, source.sha256, offline)
-        report = LoadReport(source=tag or source.origin, file=fetched.file, file_sha256=fetched.sha256)
+        report = LoadReport(source=tag or source.origin, file=fetched.file, file_sha256=fetched.sha256,
+                            warnings=list(source.warnings))
         convert = source.convert or checkpoint_filter
         covers = source.covers
         report.classes = list(source.classes) if source.classes else None
@@ -310,6 +320,8 @@ def load_pretrained(
     if not report.skipped_head and report.classes and len(report.classes) == model.num_classes:
         model.classes = report.classes
     log.info("%s", report)
+    for warning in report.warnings:
+        log.warning("%s: %s", report.source, warning)
     return report
 
 

@@ -3,8 +3,8 @@ and turn models into model files and back.
 
     create_model(name, num_classes, pretrained, **args)
         registry entry --check args--> model_cls(**fixed, **args)
-        --pretrained: a tag's Weights entry or a file (or hf-hub:ORG/NAME)--> load_pretrained
-          (head replaced if needed)
+        --pretrained: a tag's Weights entry, a file (or hf-hub:ORG/NAME), or what the family
+          reads itself (a transformers checkpoint)--> load_pretrained (head replaced if needed)
         --truncate={...}--> transfer.truncate
 """
 
@@ -49,9 +49,11 @@ CLIP_ARGS = ("frames", "size")
 
 
 def resolve_pretrained(name: str, pretrained: str | os.PathLike[str]) -> tuple[Weights | Path, str]:
-    """A weights tag of model `name` as its `Weights` entry, or an existing file (or a
-    ``hf-hub:ORG/NAME[@REV]`` model file, fetched) as its path; with the name to report. Raises
-    UnknownWeightsError (listing the tags, with a did-you-mean)."""
+    """A weights tag of model `name` as its `Weights` entry, an existing file (or a
+    ``hf-hub:ORG/NAME[@REV]`` model file, fetched) as its path, or what the model's family reads
+    itself (``ModelEntry.weights_from``: a transformers checkpoint's hub id or directory) as a
+    `Weights` entry; with the name to report. Raises UnknownWeightsError (listing the tags, with
+    a did-you-mean) for anything else."""
     entry = get_model_entry(name)
     key = os.fspath(pretrained)
     if key in entry.weights:
@@ -61,6 +63,9 @@ def resolve_pretrained(name: str, pretrained: str | os.PathLike[str]) -> tuple[W
     path = Path(key)
     if path.is_file():
         return path, key
+    weights = entry.weights_from(key) if entry.weights_from is not None else None
+    if weights is not None:
+        return weights, key
     import difflib
 
     tags = sorted(entry.weights)
@@ -135,9 +140,12 @@ def _build(entry: ModelEntry, kwargs: dict[str, Any]) -> VideoClassifier:
 
 def _file_arguments(name: str, source: Weights | Path) -> dict[str, Any]:
     """A vidzoo model file's constructor arguments (its class count aside), so that a model
-    started from it has its architecture (width, frames, size, a cut); nothing for other sources.
-    Raises ValueError when the file holds another architecture than `name`."""
-    meta = None if isinstance(source, Weights) else vidzoo_file_metadata(source)
+    started from it has its architecture (width, frames, size, a cut); a Weights entry's
+    ``model_args``; nothing for other files. Raises ValueError when the file holds another
+    architecture than `name`."""
+    if isinstance(source, Weights):
+        return dict(source.model_args)
+    meta = vidzoo_file_metadata(source)
     if meta is None:
         return {}
     if meta["arch"] != name:
