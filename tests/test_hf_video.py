@@ -22,10 +22,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
 transformers = pytest.importorskip("transformers")
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from vidzoo.cli import app  # noqa: E402
 from vidzoo.data.transforms import Normalize  # noqa: E402
 from vidzoo.models import create_model, load_model, save_model  # noqa: E402
 from vidzoo.models.hf_video import FAMILIES, VARIANTS, video_classification_model_types  # noqa: E402
@@ -175,6 +177,23 @@ def test_a_saved_pretrained_model_rebuilds_without_the_checkpoint(checkpoints, c
         assert torch.equal(loaded(clip), model(clip))
 
 
+def test_train_fine_tunes_a_checkpoint_folder(checkpoints, dataset, tmp_path, capfd) -> None:
+    result = CliRunner().invoke(app, [
+        "train", "--model", "hf_videomae", "--pretrained", str(checkpoints["videomae"]),
+        "--data", str(dataset / "train.csv"), "--val", str(dataset / "val.csv"), "--freeze", "until:layer.0",
+        "--epochs", "1", "--batch-size", "4", "--workers", "0", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    err = result.stderr + capfd.readouterr().err
+    assert "skipped (old head, freshly initialised): hf.classifier.weight, hf.classifier.bias" in err
+    (saved,) = (tmp_path / "run").glob("hf_videomae-*.safetensors")
+    model = load_model(saved)  # rebuilt from the file alone: the checkpoint's config travels in it
+    assert model.num_classes == 8 and model.model_args["config"]["hidden_size"] == 32
+    assert (model.clip_spec.frames, model.clip_spec.size, model.clip_spec.norm) == (T, (S, S), IMAGENET)
+    start = create_model("hf_videomae", pretrained=str(checkpoints["videomae"]))
+    frozen = "hf.videomae.encoder.layer.0.output.dense.weight"
+    assert torch.equal(model.state_dict()[frozen], start.state_dict()[frozen])
+
+
 # --- the head, freezing -----------------------------------------------------------------------
 
 
@@ -318,6 +337,16 @@ def test_a_cached_hub_id_loads_offline_with_its_documented_protocol(checkpoints,
     assert protocol == (4, "dense", 5, 3, 224)
     with torch.no_grad():
         assert torch.equal(model(clip), _transformers_logits(checkpoints["videomae"], clip))
+
+
+def test_a_cached_hub_id_loads_with_hf_hub_offline_alone(checkpoints, offline, monkeypatch) -> None:
+    monkeypatch.delenv("VIDZOO_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # after huggingface_hub's import, which reads it once
+    _put_in_hub_cache(offline, "someone/tiny-timesformer", checkpoints["timesformer"])
+    model = create_model("hf_timesformer", pretrained="someone/tiny-timesformer", num_classes=3)
+    assert model.load_report.file.startswith(str(offline))
+    with pytest.raises(WeightsNotFoundError, match="someone/absent/config.json is not in the Hugging Face hub cache"):
+        create_model("hf_timesformer", pretrained="someone/absent")
 
 
 def test_a_hub_id_at_a_revision_reads_that_revision(checkpoints, offline) -> None:

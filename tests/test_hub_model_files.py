@@ -116,6 +116,24 @@ def test_an_uncached_hub_model_offline_is_one_line_naming_it_and_the_cache(hub_c
     assert "".join(str(hub_cache).split()) in message
 
 
+def test_hf_hub_offline_alone_reads_the_cache_and_nothing_else(model_file, hub_cache, dataset, monkeypatch) -> None:
+    monkeypatch.delenv("VIDZOO_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # set after huggingface_hub was imported: read by vidzoo itself
+    monkeypatch.setattr(weights, "network_unreachable", lambda *args, **kwargs: pytest.fail("probed the network"))
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *args, **kwargs: pytest.fail("downloaded"))
+    put_in_hub_cache(hub_cache, "someone/tiny-c3d", {"model.safetensors": model_file})
+    assert load_model("hf-hub:someone/tiny-c3d").classes == CLASSES
+    started = create_model("c3d_bn", pretrained="hf-hub:someone/tiny-c3d", num_classes=3)
+    assert started.load_report.skipped_head == ["fc8.weight", "fc8.bias"]
+    video = sorted((dataset / "videos").rglob("*.mp4"))[0]
+    result = CliRunner().invoke(app, ["predict", "hf-hub:someone/tiny-c3d", str(video), "--json"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(WeightsNotFoundError, match="HF_HUB_OFFLINE.*someone/absent/model.safetensors is not in"):
+        load_model("hf-hub:someone/absent")
+
+
 def test_online_the_file_is_downloaded_into_the_cache_the_environment_names(model_file, hub_cache, monkeypatch):
     monkeypatch.delenv("VIDZOO_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
