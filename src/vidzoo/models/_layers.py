@@ -400,10 +400,13 @@ def efficientnet_lite0_package_weights(*, with_head: bool, clip: ClipSpec) -> We
         num_classes=1000,
         clip=clip,
         dataset="imagenet-1k",
+        # Google's FP32 figure for its TF checkpoint (tensorflow/tpu models/official/efficientnet/lite
+        # README); this conversion of it is not re-measured on ImageNet here.
+        metrics={"imagenet-1k": {"acc@1": 75.1}},
         convert=functools.partial(convert_efficientnet_pytorch, with_head=with_head),
         covers=None if with_head else "backbone.",
         source=f"{LITE0_PACKAGE} 0.1.0: Google's EfficientNet-Lite0 ImageNet weights, converted",
         licence="Apache-2.0 (the package's LICENSE file; Google's checkpoints are Apache-2.0)",
-        notes="ImageNet class order (timm.data.ImageNetInfo names them); "
+        notes="ImageNet class order (timm.data.ImageNetInfo names them); acc@1 is Google's for its TF checkpoint; "
               + ("the ImageNet classifier loads when num_classes is 1000." if with_head else "backbone only."),
     )
