@@ -349,6 +349,27 @@ def test_a_cached_hub_id_loads_with_hf_hub_offline_alone(checkpoints, offline, m
         create_model("hf_timesformer", pretrained="someone/absent")
 
 
+def test_a_tag_is_read_as_its_hub_id(checkpoints, clip, offline) -> None:
+    _put_in_hub_cache(offline, "facebook/timesformer-base-finetuned-k400", checkpoints["timesformer"])
+    model = create_model("hf_timesformer", pretrained="kinetics400").eval()
+    assert model.load_report.source == "hf_timesformer.kinetics400"
+    assert model.load_report.file.startswith(str(offline)) and model.classes == CLASSES
+    assert (model.clip_spec.frames, model.clip_spec.frame_stride) == (T, 32)  # its config; the documented stride
+    with torch.no_grad():
+        assert torch.equal(model(clip), _transformers_logits(checkpoints["timesformer"], clip))
+    with pytest.raises(WeightsNotFoundError, match="google/vivit-b-16x2-kinetics400/config.json is not in"):
+        create_model("hf_vivit", pretrained="kinetics400")
+
+
+def test_the_tags_are_listed_with_their_hub_id_and_protocol() -> None:
+    result = CliRunner().invoke(app, ["models", "--pretrained", "--json"])
+    rows = {row["weights"]: row for row in json.loads(result.stdout) if row["model"].startswith("hf_")}
+    assert sorted(rows) == ["hf_timesformer.kinetics400", "hf_videomae.kinetics400", "hf_videomae.ssv2",
+                            "hf_vivit.kinetics400", "hf_vjepa2.ssv2"]
+    assert rows["hf_videomae.kinetics400"]["source"].startswith("MCG-NJU/videomae-base-finetuned-kinetics ")
+    assert rows["hf_vjepa2.ssv2"]["clip"].startswith("16x256x256")
+
+
 def test_a_hub_id_at_a_revision_reads_that_revision(checkpoints, offline) -> None:
     _put_in_hub_cache(offline, "someone/tiny-vjepa2", checkpoints["vjepa2"], revision="v1")
     model = create_model("hf_vjepa2", pretrained="someone/tiny-vjepa2@v1")

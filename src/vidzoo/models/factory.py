@@ -51,13 +51,15 @@ CLIP_ARGS = ("frames", "size")
 def resolve_pretrained(name: str, pretrained: str | os.PathLike[str]) -> tuple[Weights | Path, str]:
     """A weights tag of model `name` as its `Weights` entry, an existing file (or a
     ``hf-hub:ORG/NAME[@REV]`` model file, fetched) as its path, or what the model's family reads
-    itself (``ModelEntry.weights_from``: a transformers checkpoint's hub id or directory) as a
-    `Weights` entry; with the name to report. Raises UnknownWeightsError (listing the tags, with
+    itself (``ModelEntry.weights_from``: a transformers checkpoint's hub id, directory or tag) as
+    a `Weights` entry; with the name to report. Raises UnknownWeightsError (listing the tags, with
     a did-you-mean) for anything else."""
     entry = get_model_entry(name)
     key = os.fspath(pretrained)
     if key in entry.weights:
-        return entry.weights[key], f"{name}.{key}"
+        # A family that reads its own weights (a transformers checkpoint's config) reads its tags too.
+        weights = entry.weights_from(key) if entry.weights_from is not None else None
+        return weights or entry.weights[key], f"{name}.{key}"
     if key.startswith(HF_HUB_PREFIX):
         return resolve_model_file(key), key
     path = Path(key)

@@ -370,6 +370,15 @@ CANONICAL_CHECKPOINTS: dict[str, dict[str, Any]] = {
 VARIANTS = {"hf_videomae": "videomae", "hf_timesformer": "timesformer", "hf_vivit": "vivit", "hf_vjepa2": "vjepa2",
             "hf_videoprism": "videoprism_vision_model"}
 _VARIANT_OF = {model_type: name for name, model_type in VARIANTS.items()}
+# Tags for the canonical hub checkpoints (``vidzoo models --pretrained`` lists them): a tag is read
+# exactly as its hub id is (`checkpoint_weights`), through the Hugging Face cache.
+HUB_TAGS: dict[str, dict[str, str]] = {
+    "videomae": {"kinetics400": "MCG-NJU/videomae-base-finetuned-kinetics",
+                 "ssv2": "MCG-NJU/videomae-base-finetuned-ssv2"},
+    "timesformer": {"kinetics400": "facebook/timesformer-base-finetuned-k400"},
+    "vivit": {"kinetics400": "google/vivit-b-16x2-kinetics400"},
+    "vjepa2": {"ssv2": "facebook/vjepa2-vitl-fpc16-256-ssv2"},
+}
 
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 _PROCESSOR_KEYS = ("do_resize", "size", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
@@ -424,15 +433,15 @@ class Checkpoint:
 
 
 def checkpoint_weights(model_type: str, location: str) -> Weights | None:
-    """A transformers checkpoint of family `model_type` (a directory, or a hub id
-    ``ORG/NAME[@REVISION]``) as a `Weights` entry: its architecture config (``model_args``),
+    """A transformers checkpoint of family `model_type` (a directory, a hub id
+    ``ORG/NAME[@REVISION]``, or a tag of `HUB_TAGS`) as a `Weights` entry: its architecture config (``model_args``),
     its labels, and the clip description of its processor config (`checkpoint_clip`); the
     weights are read when they are loaded. None when `location` names no checkpoint.
 
     Raises WeightsNotFoundError when it cannot be found (offline: not in the cache) and
     UnknownWeightsError for a checkpoint of another family.
     """
-    checkpoint = Checkpoint.parse(location)
+    checkpoint = Checkpoint.parse(HUB_TAGS.get(model_type, {}).get(location, location))
     if checkpoint is None:
         return None
     try:
@@ -641,10 +650,29 @@ _DESCRIPTIONS = {
                                "save_pretrained folder",
 }
 
+
+
+def _tag_entry(model_type: str, tag: str, hub_id: str) -> Weights:
+    """What ``vidzoo models --pretrained`` shows of a tag; loading reads the checkpoint itself
+    (`checkpoint_weights`: its config.json and processor config)."""
+    protocol = CANONICAL_CHECKPOINTS[hub_id]
+    clip = ClipSpec(norm=dict(FAMILIES[model_type].norm),
+                    **{key: protocol[key] for key in ("frames", "frame_stride", "sampling", "size", "resize_short",
+                                                      "crops", "clips_per_video")})
+    return Weights(
+        fetch=functools.partial(_fetch_checkpoint, Checkpoint(hub_id, offline=False)),
+        clip=clip, dataset=tag, source=f"{hub_id} (Hugging Face hub, through its cache)",
+        licence="as the checkpoint's model card states",
+        notes="read as its hub id is: the checkpoint's config.json sets the architecture and classes, its "
+              "processor config is checked; frame stride and views are the documented protocol's",
+    )
+
+
 for _name, _model_type in VARIANTS.items():
     register_model(
         _name, HFVideoClassifier, fixed={"model_type": _model_type},
         test_args={"frames": 4, "size": 32, "config": dict(FAMILIES[_model_type].tiny)},
+        weights={tag: _tag_entry(_model_type, tag, hub_id) for tag, hub_id in HUB_TAGS.get(_model_type, {}).items()},
         weights_from=functools.partial(checkpoint_weights, _model_type),
         description=_DESCRIPTIONS[_model_type],
     )
