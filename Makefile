@@ -5,11 +5,17 @@ BIN := $(VENV)/bin
 
 .PHONY: quickstart test install bench clean
 
-# The stamp is rebuilt whenever pyproject.toml changes, so a fresh clone installs once.
-$(VENV)/.installed: pyproject.toml
+# Test-only: PyTorchVideo's X3D, the reference tests/test_x3d.py compares vidzoo's with, and what
+# its models import. --no-deps: PyTorchVideo's own requirements add packages its models never use
+# (networkx, parameterized); the ones fvcore and iopath need beyond these come with vidzoo.
+X3D_REFERENCE := pytorchvideo==0.1.5 fvcore==0.1.5.post20221221 iopath==0.1.10 portalocker yacs tabulate termcolor
+
+# The stamp is rebuilt whenever pyproject.toml or this file changes, so a fresh clone installs once.
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install --no-deps $(X3D_REFERENCE)
 	touch $@
 
 install: $(VENV)/.installed

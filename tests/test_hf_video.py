@@ -419,3 +419,11 @@ def test_without_transformers_the_error_names_the_extra(monkeypatch) -> None:
     with pytest.raises(ImportError, match=r"needs the transformers package, an optional extra: "
                                           r"pip install 'vidzoo\[hf\]'"):
         create_model("hf_vivit")
+
+
+def test_without_transformers_a_command_says_what_to_install_in_one_line(monkeypatch, dataset, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    result = CliRunner().invoke(app, ["extract", "hf_vivit", str(dataset / "train.csv"), "--out", str(tmp_path / "f.npy")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [
+        "error: the vivit model needs the transformers package, an optional extra: pip install 'vidzoo[hf]'"]

@@ -107,8 +107,9 @@ def test_every_stage_cuts_the_clips_the_model_was_trained_on(name, two_classes, 
 
 @pytest.mark.parametrize("name", sorted(set(list_models()) - set(REPRESENTATIVES)))
 def test_the_other_variants_are_built_for_the_clips_they_are_fed(name, two_classes) -> None:
-    # The C2D variants that name a backbone: same class and code as c2d_timm (whose full round
-    # trip runs above); here the clip is resolved and cut for real, the model built on meta.
+    # The C2D variants that name a backbone and the X3D sizes: same class and code as c2d_timm and
+    # x3d_xs (whose full round trips run above); here the clip is resolved and cut for real, the
+    # model built on meta.
     test_args = dict(get_model_entry(name).test_args)
     clip = {key: test_args.pop(key) for key in ("frames", "size") if key in test_args}
     config = TrainConfig(model=name, model_args=test_args, **clip, data=str(two_classes / "train.csv"))

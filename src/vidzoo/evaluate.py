@@ -3,12 +3,15 @@
 ::
 
     VideoSource --with_classes(model.classes)--> eval VideoDataset  (one video's views at a time)
+        --chunks of `chunk_size` videos (vidzoo.distributed: shared out among processes, saved
+          in PARTS/ when given, so a rerun resumes)
         --DataLoader(workers)--> ViewBatcher  (views of consecutive videos packed into batches
                                                 of `batch_size` views, so memory stays bounded)
-        --view logits per video--> _Tally  (clip hits, averaged softmax)  --> EvalReport
+        --view logits per video--> averaged softmax, clip hits  --chunks in order--> _Tally --> EvalReport
 
 Labels are matched by class *name* onto the model's outputs. A video's prediction is the argmax
-of its softmax averaged over all its views; clip accuracy scores each view on its own.
+of its softmax averaged over all its views; clip accuracy scores each view on its own. Batches
+never span two chunks, so the report is the same whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,14 +31,24 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from vidzoo.data.clip import ClipSpec
 from vidzoo.data.dataset import VideoDataset
 from vidzoo.data.sources import VideoSource
 from vidzoo.data.video import VideoDecodeError
+from vidzoo.distributed import (
+    Chunk,
+    ChunkStore,
+    check_launch,
+    chunk_ranges,
+    launch,
+    run_chunks,
+    videos_fingerprint,
+)
+from vidzoo.engine import inference_engine
+from vidzoo.model_file import tensors_sha256
 from vidzoo.models._base import VideoClassifier
-from vidzoo.progress import progress_bar
 
 __all__ = ["EvalReport", "aggregate", "clip_spec_for", "evaluate", "write_report", "inference_mode"]
 
@@ -63,6 +76,16 @@ class EvalReport:
     crops: int
     excluded: list[dict[str, str]]  # {video_id, path, reason}
     seconds: float
+    engine: str = ""  # how the model ran: `Engine.summary`
+    clips_per_s: float | None = None  # views scored per second of the scoring loop (decode included)
+    data_wait_share: float | None = None  # share of the scoring loop spent waiting for decoded videos
+
+    # How the run went rather than what it measured: they vary from run to run.
+    RUN_FIELDS = ("seconds", "engine", "clips_per_s", "data_wait_share")
+
+    def figures(self) -> dict[str, Any]:
+        """`to_dict` without `RUN_FIELDS`: what two runs of the same evaluation must agree on."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RUN_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict with the field names as keys."""
@@ -70,6 +93,17 @@ class EvalReport:
 
 
 # --------------------------------------------------------------------------- metrics
+
+
+def video_scores(view_logits: torch.Tensor, label: int, num_classes: int) -> tuple[torch.Tensor, int, int]:
+    """One video's softmax averaged over its views, how many views score `label` top, and views."""
+    if view_logits.ndim != 2 or view_logits.shape[1] != num_classes or len(view_logits) == 0:
+        raise ValueError(f"expected view logits of shape (views >= 1, {num_classes}), got {tuple(view_logits.shape)}")
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label {label} is outside 0..{num_classes - 1}")
+    view_logits = view_logits.detach().float().cpu()
+    hits = int((view_logits.argmax(dim=1) == label).sum())
+    return view_logits.softmax(dim=1).mean(dim=0), hits, len(view_logits)
 
 
 class _Tally:
@@ -84,16 +118,13 @@ class _Tally:
         self.labels: list[int] = []
 
     def add(self, view_logits: torch.Tensor, label: int) -> None:
-        if view_logits.ndim != 2 or view_logits.shape[1] != self.num_classes or len(view_logits) == 0:
-            raise ValueError(
-                f"expected view logits of shape (views >= 1, {self.num_classes}), got {tuple(view_logits.shape)}"
-            )
-        if not 0 <= label < self.num_classes:
-            raise ValueError(f"label {label} is outside 0..{self.num_classes - 1}")
-        view_logits = view_logits.detach().float().cpu()
-        self.clip_hits += int((view_logits.argmax(dim=1) == label).sum())
-        self.clips += len(view_logits)
-        self.video_probs.append(view_logits.softmax(dim=1).mean(dim=0))
+        self.add_video(*video_scores(view_logits, label, self.num_classes), label)
+
+    def add_video(self, probs: torch.Tensor, hits: int, views: int, label: int) -> None:
+        """A video scored by `video_scores`: its averaged softmax, clip hits and views."""
+        self.clip_hits += int(hits)
+        self.clips += int(views)
+        self.video_probs.append(probs)
         self.labels.append(int(label))
 
     def metrics(self, classes: Sequence[str]) -> dict[str, Any]:
@@ -236,6 +267,16 @@ def single_video(batch: list[_Item]) -> _Item:
     return batch[0]
 
 
+def first_views(dataset: CatchingDataset, tries: int = 3) -> torch.Tensor | None:
+    """The views of the first of `dataset`'s first `tries` videos that decodes (None if none
+    does): clips to calibrate an engine on before the job starts."""
+    for index in range(min(tries, len(dataset))):
+        item = dataset[index]
+        if item.views is not None:
+            return item.views
+    return None
+
+
 def clip_spec_for(model: VideoClassifier, clips_per_video: int | None = None, crops: int | None = None) -> ClipSpec:
     """The model's clip description with the views of one command changed (None: the model's)."""
     return model.clip_spec.replace(clips_per_video=clips_per_video, crops=crops)
@@ -247,19 +288,39 @@ def evaluate(
     *,
     clips_per_video: int | None = None,
     crops: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     workers: int = 0,
     skip_bad: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> EvalReport:
+    chunk_size: int = 256,
+    parts: str | os.PathLike | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    engine: str = "eager",
+    precision: str = "fp32",
+) -> EvalReport | None:
     """Score `model` on every video of `source` at video level.
 
     Each video gives ``clips_per_video * crops`` views (clips spread over the video, 1 centre
     crop or 3 crops), cut as the model's clip description says (``model.clip_spec``, which a
     model file carries); `clips_per_video` and `crops` change only the views. The model sees at
-    most `batch_size` views per forward pass. Labels are matched to the model's outputs by
-    class name.
+    most `batch_size` views per forward pass (None: the engine's choice). Labels are matched to
+    the model's outputs by class name.
+
+    `engine` and `precision` choose how the model runs (`vidzoo.engine.build_engine`; the
+    default is the reference, eager fp32; ``"auto"`` calibrates on the first video's views).
+    With several processes ``auto`` means eager fp32, so that every process computes alike.
+    Videos are decoded by `workers` processes ahead of the model; the report says the share of
+    the time spent waiting for them (`data_wait_share`).
+
+    The videos are scored in chunks of `chunk_size`; with `parts` (a folder) each finished
+    chunk is saved there, a rerun after an interruption scores only the others, and the folder
+    is removed at the end (chunks of another evaluation in it are discarded). `devices`,
+    `strategy` and `num_nodes` run it as several processes, as `vidzoo train` takes them (see
+    `vidzoo.distributed.launch`; `parts` required): each scores its share of the chunks on its
+    own `device`-type device and process 0 returns the report, the others None.
 
     Raises AnnotationError when `source` has classes the model does not know, ValueError when
     the model has no class names, and VideoDecodeError (naming the file) for a video that
@@ -272,51 +333,111 @@ def evaluate(
             "matched to its outputs; load it from a model file saved with classes, or set "
             "model.classes"
         )
-    for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0)):
+    for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
+        if name == "batch_size" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    check_launch(devices, strategy, num_nodes, parts)
     classes = list(model.classes)
     source = source.with_classes(classes)
     spec = clip_spec_for(model, clips_per_video, crops)
-    device = torch.device(device)
-    loader = DataLoader(
-        CatchingDataset(VideoDataset.from_spec(source, spec, train=False)),
-        batch_size=1,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=single_video,
-        pin_memory=device.type == "cuda",
-    )
+    chunks = chunk_ranges(len(source), chunk_size)
+    processes = launch(device, devices, strategy, num_nodes)
+    if processes.world_size > 1 and "auto" in (engine, precision):
+        engine, precision = "eager", "fp32"  # each process would calibrate, and might choose, on its own
+    store = None if parts is None else ChunkStore(
+        parts, _fingerprint(model, source, spec, chunk_size, f"{engine} {precision}"), "evaluation")
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False))
+    calibration = first_views(dataset) if "auto" in (engine, precision) else None
 
+    with inference_engine(model, engine=engine, precision=precision, device=processes.device, batch_size=batch_size,
+                          calibration=calibration, job_clips=len(source) * spec.clips_per_video * spec.crops) as run:
+
+        def compute(index: int, advance: Callable[[], None]) -> Chunk:
+            return _evaluate_chunk(run, dataset, chunks[index], len(classes), run.batch_size, workers,
+                                   processes.device, skip_bad, advance)
+
+        results = run_chunks(processes, [len(c) for c in chunks], compute, store=store, overwrite=True,
+                             progress=progress, label="evaluating")
+    if results is None:  # another process than 0: its chunks are on disk
+        return None
     tally = _Tally(len(classes))
-    excluded: list[dict[str, str]] = []
-    with inference_mode(model, device), progress_bar(progress, len(source), "evaluating") as advance:
-        batcher = ViewBatcher(model, batch_size, device)
-        for item in loader:
-            if item.views is None:
-                if not skip_bad:
-                    raise VideoDecodeError(item.path, item.error)
-                excluded.append({"video_id": item.video_id, "path": item.path, "reason": item.error})
-            else:
-                for label, logits in batcher.push(item.views, item.label):
-                    tally.add(logits, label)
-            advance()
-        for label, logits in batcher.flush():
-            tally.add(logits, label)
-
+    for chunk in results:
+        for probs, hits, views, label in zip(chunk.arrays["probs"], chunk.arrays["hits"], chunk.arrays["views"],
+                                             chunk.arrays["labels"]):
+            tally.add_video(torch.from_numpy(probs), hits, views, label)
+    excluded = [e for chunk in results for e in chunk.meta["excluded"]]
     if not tally.labels:
         first = excluded[0]
         raise RuntimeError(
             f"all {len(excluded)} videos failed to decode, so there is nothing to score; "
             f"the first, {first['path']}: {first['reason']}"
         )
+    if store is not None:
+        store.remove()
+    loop_seconds = sum(chunk.meta.get("seconds", 0.0) for chunk in results)
+    waited = sum(chunk.meta.get("data_wait_seconds", 0.0) for chunk in results)
+    views = sum(int(chunk.arrays["views"].sum()) for chunk in results)
     return EvalReport(
         **tally.metrics(classes),
         clips_per_video=spec.clips_per_video,
         crops=spec.crops,
         excluded=excluded,
         seconds=time.perf_counter() - started,
+        engine=run.summary,
+        clips_per_s=views / loop_seconds if loop_seconds > 0 else None,
+        data_wait_share=waited / loop_seconds if loop_seconds > 0 else None,
     )
+
+
+def _evaluate_chunk(model: nn.Module, dataset: CatchingDataset, videos: range, num_classes: int, batch_size: int,
+                    workers: int, device: torch.device, skip_bad: bool, advance: Callable[[], None]) -> Chunk:
+    """The videos `videos` of `dataset` scored: per video its averaged softmax, clip hits, views
+    and label; and the videos that failed to decode."""
+    loader = DataLoader(Subset(dataset, videos), batch_size=1, shuffle=False, num_workers=workers,
+                        collate_fn=single_video, pin_memory=device.type == "cuda")
+    batcher = ViewBatcher(model, batch_size, device)
+    scored: list[tuple[tuple[str, int], tuple[torch.Tensor, int, int]]] = []
+    excluded: list[dict[str, str]] = []
+
+    def take(done: list[tuple[Any, torch.Tensor]]) -> None:
+        scored.extend((key, video_scores(logits, key[1], num_classes)) for key, logits in done)
+
+    started = time.perf_counter()
+    waited = 0.0
+    items = iter(loader)
+    while True:
+        asked = time.perf_counter()
+        item = next(items, None)
+        waited += time.perf_counter() - asked
+        if item is None:
+            break
+        if item.views is None:
+            if not skip_bad:
+                raise VideoDecodeError(item.path, item.error)
+            excluded.append({"video_id": item.video_id, "path": item.path, "reason": item.error})
+        else:
+            take(batcher.push(item.views, (item.video_id, item.label)))
+        advance()
+    take(batcher.flush())
+    arrays = {
+        "probs": torch.stack([probs for _, (probs, _, _) in scored]).numpy() if scored
+        else np.zeros((0, num_classes), np.float32),
+        "hits": np.array([hits for _, (_, hits, _) in scored], dtype=np.int64),
+        "views": np.array([views for _, (_, _, views) in scored], dtype=np.int64),
+        "labels": np.array([label for (_, label), _ in scored], dtype=np.int64),
+    }
+    return Chunk(arrays, {"video_ids": [video_id for (video_id, _), _ in scored], "excluded": excluded,
+                          "seconds": time.perf_counter() - started, "data_wait_seconds": waited})
+
+
+def _fingerprint(model: VideoClassifier, source: VideoSource, spec: ClipSpec, chunk_size: int,
+                 engine: str) -> dict[str, Any]:
+    """What must match for saved chunks to be reused: the same model, views, videos and engine."""
+    return {"format": "vidzoo-eval-parts", "format_version": 1, "tensors_sha256": tensors_sha256(model.state_dict()),
+            "classes": list(source.classes), "clip_spec": spec.model_dump(mode="json"), "chunk_size": chunk_size,
+            "engine": engine, **videos_fingerprint(source)}
 
 
 # --------------------------------------------------------------------------- writing

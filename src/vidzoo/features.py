@@ -4,8 +4,9 @@
 
     VideoSource --eval VideoDataset (K clips per video, as `vidzoo eval` cuts them)
         --model up to a layer--> (views, D) per video  --per="video": mean over the K clips
-        --chunks of `chunk_size` videos--> OUT.parts/chunk-*.safetensors  (resumable)
-        --all chunks done--> OUT (.npy + .json sidecar, or .parquet)
+        --chunks of `chunk_size` videos--> OUT.parts/chunk-*.safetensors  (resumable; shared out
+                                           among the processes of a distributed run)
+        --all chunks done--> OUT (.npy + .json sidecar, or .parquet), written by process 0
 
 The default layer is the model's pre-logits vector (``forward_head(forward_features(x),
 pre_logits=True)``); any `feature_info` layer can be tapped instead (the model contract's
@@ -13,19 +14,21 @@ pre_logits=True)``); any `feature_info` layer can be tapped instead (the model c
 order), not from the model, so any model — a registered architecture or a model file —
 extracts features for any labeled videos.
 
-An extraction written to a file is cut into chunks of videos, each saved as soon as it is done.
-Run the same extraction again after an interruption and it continues with the first unfinished
-chunk; the chunks are checked against the settings (model weights, layer, clips per video, clip spec,
-videos) and an extraction with other settings is refused rather than mixed in.
+An extraction is cut into chunks of videos (`vidzoo.distributed`); written to a file, each chunk
+is saved as soon as it is done. Run the same extraction again after an interruption and it
+computes only the unfinished chunks; the chunks are checked against the settings (model weights,
+layer, clips per video, clip spec, videos) and an extraction with other settings is refused rather
+than mixed in. With ``devices=N`` (``--devices N --strategy ddp``) N processes share the chunks
+out; a chunk's batches do not depend on the number of processes, so the file is the same as one
+process writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,10 +43,21 @@ from vidzoo import __version__
 from vidzoo.data.dataset import VideoDataset
 from vidzoo.data.sources import VideoSource, load_source
 from vidzoo.data.video import VideoDecodeError
+from vidzoo.distributed import (
+    Chunk,
+    ChunkStore,
+    check_launch,
+    chunk_ranges,
+    launch,
+    run_chunks,
+    videos_fingerprint,
+)
+from vidzoo.engine import build_feature_engine
 from vidzoo.evaluate import (
     CatchingDataset,
     ViewBatcher,
     clip_spec_for,
+    first_views,
     inference_mode,
     single_video,
 )
@@ -51,7 +65,6 @@ from vidzoo.fileio import write_atomically
 from vidzoo.model_file import tensors_sha256
 from vidzoo.models._base import VideoClassifier, pool_features
 from vidzoo.models.factory import create_model, load_model
-from vidzoo.progress import progress_bar
 from vidzoo.weights import HF_HUB_PREFIX
 
 __all__ = [
@@ -195,7 +208,12 @@ def extract_features(
     overwrite: bool = False,
     progress: bool = True,
     on_chunk: Callable[[int, int], None] | None = None,
-) -> Features:
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    engine: str = "eager",
+    precision: str = "fp32",
+) -> Features | None:
     """Features of every video of `source` at `layer`, one row per video or per clip.
 
     Args:
@@ -212,11 +230,22 @@ def extract_features(
             the model's clip description's).
         skip_bad: leave out videos that fail to decode and list them in `Features.excluded`;
             otherwise such a video raises `VideoDecodeError` (finished chunks are kept).
+        chunk_size: videos per chunk; the model's batches never span two chunks, so runs with
+            the same chunk size give the same numbers whatever the number of processes.
         overwrite: replace an existing `out`, and discard unfinished chunks of an extraction
             with other settings instead of refusing.
         on_chunk: called as ``on_chunk(chunk, num_chunks)`` after each chunk is computed.
+        devices, strategy, num_nodes: processes per machine, ``"auto"`` or ``"ddp"``, and
+            machines, as `vidzoo train` takes them (see `vidzoo.distributed.launch`): each process
+            extracts its share of the chunks on its own `device`-type device, process 0 writes
+            `out` (required with several processes). Returns None on the other processes.
+        engine, precision: how the model runs (`vidzoo.engine.build_feature_engine`; the default
+            is the reference, eager fp32; ``"auto"`` keeps bf16 where it is faster and its
+            features stay within `vidzoo.engine.FEATURE_COSINE` of fp32's). With several
+            processes ``auto`` means fp32, so that every process computes alike.
     """
     out = _check_extract_args(per, batch_size, workers, chunk_size, out, overwrite)
+    check_launch(devices, strategy, num_nodes, out)
     model = resolve_model(model, pretrained)
     if not isinstance(source, VideoSource):
         source = load_source(source)
@@ -228,25 +257,32 @@ def extract_features(
         np.zeros((0, 0), np.float32), [], None, None, per=per, clips_per_video=clips_per_video, layer=layer,
         model=_model_description(model), clip_spec=spec.model_dump(mode="json"), source=source.origin,
     )
-    chunks = [range(start, min(start + chunk_size, len(source))) for start in range(0, len(source), chunk_size)]
-    store = _ChunkStore(out, _fingerprint(template, source, chunk_size), overwrite) if out else None
+    chunks = chunk_ranges(len(source), chunk_size)
+    processes = launch(device, devices, strategy, num_nodes)
+    if processes.world_size > 1 and "auto" in (engine, precision):
+        engine, precision = "eager", "fp32"  # each process would calibrate, and might choose, on its own
+    store = None
+    if out is not None:
+        store = ChunkStore(out.with_name(out.name + ".parts"),
+                           _fingerprint(template, source, chunk_size, f"{engine} {precision}"), "extraction")
     dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False))
-    device = torch.device(device)
-    results: list[dict[str, Any]] = []
-    done_videos = sum(len(chunks[i]) for i in range(len(chunks)) if store and store.has(i))
-    with inference_mode(model, device), progress_bar(progress, len(source), "extracting", done_videos) as advance:
-        for index, videos in enumerate(chunks):
-            if store is not None and store.has(index):
-                results.append(store.read(index))
-                continue
-            chunk = _extract_chunk(feature_fn, dataset, videos, per, batch_size, workers, device, skip_bad, advance)
-            if store is not None:
-                store.write(index, chunk)
-            results.append(chunk)
-            if on_chunk is not None:
-                on_chunk(index, len(chunks))
+    calibration = first_views(dataset) if "auto" in (engine, precision) else None
 
+    with inference_mode(model, processes.device), contextlib.closing(build_feature_engine(
+            model, feature_fn, engine=engine, precision=precision, device=processes.device, batch_size=batch_size,
+            calibration=calibration, job_clips=len(source) * clips_per_video)) as run:
+
+        def compute(index: int, advance: Callable[[], None]) -> Chunk:
+            return _extract_chunk(run, dataset, chunks[index], per, batch_size, workers, processes.device,
+                                  skip_bad, advance)
+
+        results = run_chunks(processes, [len(c) for c in chunks], compute, store=store, overwrite=overwrite,
+                             progress=progress, label="extracting", on_chunk=on_chunk)
+
+    if results is None:  # another process than 0: its chunks are on disk
+        return None
     features = _merge_chunks(template, results, source)
+    features.model["engine"] = run.summary  # how these numbers were computed, in the sidecar too
     if out is not None:
         save_features(features, out, overwrite=overwrite)
         store.remove()
@@ -272,21 +308,21 @@ def _check_extract_args(per: str, batch_size: int, workers: int, chunk_size: int
     return out
 
 
-def _merge_chunks(template: Features, results: list[dict[str, Any]], source: VideoSource) -> Features:
+def _merge_chunks(template: Features, results: list[Chunk], source: VideoSource) -> Features:
     """The chunks' rows, in order, as one `Features` (raises when every video failed)."""
-    kept = [r for r in results if len(r["video_ids"])]
+    kept = [r for r in results if len(r.meta["video_ids"])]
     if not kept:
-        first = results[0]["excluded"][0]
+        first = results[0].meta["excluded"][0]
         raise RuntimeError(f"all {len(source)} videos failed to decode, so there are no features; "
                            f"the first, {first['path']}: {first['reason']}")
     return dataclasses.replace(
         template,
-        features=np.concatenate([r["features"] for r in kept]),
-        video_ids=[v for r in kept for v in r["video_ids"]],
-        labels=np.concatenate([r["labels"] for r in kept]),
+        features=np.concatenate([r.arrays["features"] for r in kept]),
+        video_ids=[v for r in kept for v in r.meta["video_ids"]],
+        labels=np.concatenate([r.arrays["labels"] for r in kept]),
         classes=list(source.classes),
-        clip_index=np.concatenate([r["clip_index"] for r in kept]) if template.per == "clip" else None,
-        excluded=[e for r in results for e in r["excluded"]],
+        clip_index=np.concatenate([r.arrays["clip_index"] for r in kept]) if template.per == "clip" else None,
+        excluded=[e for r in results for e in r.meta["excluded"]],
     )
 
 
@@ -300,7 +336,7 @@ def _extract_chunk(
     device: torch.device,
     skip_bad: bool,
     advance: Callable[[], None],
-) -> dict[str, Any]:
+) -> Chunk:
     """Features, ids, labels and clip indices of the videos `videos` of `dataset`."""
     loader = DataLoader(Subset(dataset, videos), batch_size=1, shuffle=False, num_workers=workers,
                         collate_fn=single_video, pin_memory=device.type == "cuda")
@@ -327,79 +363,28 @@ def _extract_chunk(
     else:
         feats = [f for _, _, f in rows]
     counts = [len(f) for f in feats]
-    return {
+    arrays = {
         "features": torch.cat(feats).numpy().astype(np.float32) if feats else np.zeros((0, 0), np.float32),
-        "video_ids": [video_id for (video_id, _, _), n in zip(rows, counts) for _ in range(n)],
         "labels": np.repeat(np.array([label for _, label, _ in rows], dtype=np.int64), counts),
         "clip_index": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts
         else np.zeros(0, np.int64),
-        "excluded": excluded,
     }
+    video_ids = [video_id for (video_id, _, _), n in zip(rows, counts) for _ in range(n)]
+    return Chunk(arrays, {"video_ids": video_ids, "excluded": excluded})
 
 
-# --------------------------------------------------------------------------- resumable chunks
+# --------------------------------------------------------------------------- resuming
 
 
-def _fingerprint(template: Features, source: VideoSource, chunk_size: int) -> dict[str, Any]:
+def _fingerprint(template: Features, source: VideoSource, chunk_size: int, engine: str) -> dict[str, Any]:
     """What must match for finished chunks to be reused: the same computation on the same videos."""
-    videos = hashlib.sha256()
-    for sample in source.samples:
-        videos.update(f"{sample.video_id}\n{source.classes[sample.label]}\n".encode())
     return {
         # The model is its weights and arguments, wherever its file now lies.
         "format": FORMAT, "format_version": FORMAT_VERSION, "layer": template.layer,
         "model": {k: v for k, v in template.model.items() if k != "file"},
         "per": template.per, "clips_per_video": template.clips_per_video, "clip_spec": template.clip_spec, "chunk_size": chunk_size,
-        "videos": len(source), "videos_sha256": videos.hexdigest(),
+        "engine": engine, **videos_fingerprint(source),
     }
-
-
-class _ChunkStore:
-    """Finished chunks of one extraction in ``OUT.parts/``: ``manifest.json`` (the settings
-    fingerprint) and one ``chunk-NNNNNN.safetensors`` per chunk, each written atomically, so
-    a chunk file that exists is complete."""
-
-    def __init__(self, out: Path, fingerprint: dict[str, Any], overwrite: bool):
-        self.dir = out.with_name(out.name + ".parts")
-        manifest = self.dir / "manifest.json"
-        if manifest.is_file():
-            old = json.loads(manifest.read_text(encoding="utf-8"))
-            differ = sorted(k for k in fingerprint.keys() | old.keys() if fingerprint.get(k) != old.get(k))
-            if differ and not overwrite:
-                raise FileExistsError(
-                    f"{self.dir} holds an unfinished extraction with other settings (differs in: "
-                    f"{', '.join(differ)}); rerun it with the same settings to resume, or pass "
-                    "overwrite=True (--overwrite) to discard it"
-                )
-            if differ:
-                shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if not manifest.is_file():
-            write_atomically(manifest, lambda p: p.write_text(json.dumps(fingerprint, indent=2), encoding="utf-8"))
-
-    def _path(self, index: int) -> Path:
-        return self.dir / f"chunk-{index:06d}.safetensors"
-
-    def has(self, index: int) -> bool:
-        return self._path(index).is_file()
-
-    def write(self, index: int, chunk: dict[str, Any]) -> None:
-        from safetensors.numpy import save_file
-
-        arrays = {"features": chunk["features"], "labels": chunk["labels"], "clip_index": chunk["clip_index"]}
-        meta = {"video_ids": json.dumps(chunk["video_ids"]), "excluded": json.dumps(chunk["excluded"])}
-        write_atomically(self._path(index), lambda p: save_file(arrays, str(p), metadata=meta))
-
-    def read(self, index: int) -> dict[str, Any]:
-        from safetensors import safe_open
-
-        with safe_open(str(self._path(index)), framework="np") as f:
-            chunk = {name: f.get_tensor(name) for name in f.keys()}
-            meta = f.metadata()
-        return {**chunk, "video_ids": json.loads(meta["video_ids"]), "excluded": json.loads(meta["excluded"])}
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- files

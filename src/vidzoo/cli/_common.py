@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from vidzoo.settings import validation_message
 
@@ -21,10 +22,24 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The options of the commands that share their videos out among processes (extract, eval).
+DISTRIBUTED = "Several processes"
+INFERENCE = "Inference engine"
+ENGINE_HELP = ("How the model runs: auto (measure the variants on the first clips and keep the fastest that "
+               "agrees with fp32; the choice is cached per model and machine), eager, compile (torch.compile) or "
+               "onnxruntime.")
+PRECISION_HELP = "auto, fp32, bf16 (only where the CPU or GPU has it natively) or fp16 (CUDA)."
+DEVICES_HELP = ("Processes on this machine, each on its own --device-type device (cpu: one process per share of "
+                "the cores); they share the videos out (needs --out).")
+STRATEGY_HELP = ("auto or ddp: as `vidzoo train` (Lightning) starts processes: it runs this command again once per "
+                 "extra process, or joins those torchrun / SLURM started.")
+NUM_NODES_HELP = "Machines, each running --devices processes (set MASTER_ADDR, NODE_RANK, ... as for train)."
+
 
 def fail(message: str | BaseException, code: int = 2) -> None:
     """Print ``error: <message>`` on stderr and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # The message is text, not markup: a path or a library's message may hold [brackets].
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code=code)
 
 
@@ -32,11 +47,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     # Imported when a command runs, not when the CLI loads: `vidzoo --help` stays instant.
     from vidzoo.data.sources import AnnotationError
     from vidzoo.data.video import VideoDecodeError
+    from vidzoo.distributed import OtherProcessFailed
     from vidzoo.model_file import ModelFileError
     from vidzoo.models._registry import UnknownModelError
 
     return (AnnotationError, VideoDecodeError, ModelFileError, UnknownModelError, FileNotFoundError,
-            FileExistsError, NotADirectoryError, ValueError, ImportError)
+            FileExistsError, NotADirectoryError, ValueError, ImportError, OtherProcessFailed)
 
 
 class _ReportHandler(logging.Handler):

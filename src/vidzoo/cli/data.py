@@ -8,7 +8,7 @@ from typing import List
 import typer
 from rich.table import Table
 
-from vidzoo.cli._common import console, print_json, user_errors
+from vidzoo.cli._common import console, print_json, user_errors, wide_console
 
 make_dataset_app = typer.Typer(help="Write a built-in dataset to disk.", no_args_is_help=True)
 
@@ -97,7 +97,7 @@ def check(
             detail = ", ".join(r.flags + ([f"{r.error}: {r.reason}" if r.error else r.reason] if r.reason else []))
             table.add_row(r.status, detail, r.path)
         if table.row_count:
-            console.print(table)
+            wide_console().print(table)
         if len(noted) > _CHECK_ROWS_SHOWN:
             console.print(f"... and {len(noted) - _CHECK_ROWS_SHOWN} more in {report}", highlight=False)
         summary = Table("summary", "count")

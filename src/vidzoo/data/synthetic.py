@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import time
 import warnings
@@ -28,13 +29,14 @@ import numpy as np
 
 __all__ = [
     "CLASSES",
-    "ClipSpec",
+    "MotionScene",
     "SyntheticSummary",
     "make_synthetic_dataset",
     "render_clip",
     "render_video",
     "sample_clip",
     "shape_alpha",
+    "write_sample_video",
 ]
 
 CLASSES: tuple[str, ...] = (
@@ -75,8 +77,9 @@ _OWN_ENTRIES = ("videos", "labels.csv", "classes.txt", "dataset.json") + tuple(
 
 
 @dataclass(frozen=True, eq=False)
-class ClipSpec:
-    """Everything needed to render one clip; tracks are per frame, shape (T,)."""
+class MotionScene:
+    """Everything needed to render one synthetic clip (not the clip description, `vidzoo.data.clip.ClipSpec`);
+    tracks are per frame, shape (T,)."""
 
     class_name: str
     shape: str
@@ -118,7 +121,7 @@ def _sample_colours(rng: np.random.Generator, background: np.ndarray) -> tuple[n
     return 1.0 - background, np.clip(1.0 - background + 0.3, 0.0, 1.0)
 
 
-def sample_clip(class_name: str, rng: np.random.Generator, frames: int) -> ClipSpec:
+def sample_clip(class_name: str, rng: np.random.Generator, frames: int) -> MotionScene:
     """Draw the appearance and per-frame motion of one clip of `class_name`.
 
     The same draws are made in the same order for every class, so one rng state gives the
@@ -172,7 +175,7 @@ def sample_clip(class_name: str, rng: np.random.Generator, frames: int) -> ClipS
             tracks[name] = centre + direction * span * u
         else:
             tracks[name] = np.full(frames, centre + span * u[frozen[i]])
-    return ClipSpec(
+    return MotionScene(
         class_name=class_name,
         shape=shape,
         x=tracks["x"],
@@ -231,7 +234,7 @@ def _triangle_sdf(px: np.ndarray, py: np.ndarray, r: float) -> np.ndarray:
     return -np.hypot(px, py) * np.sign(py)
 
 
-def _local_coords(spec: ClipSpec, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _local_coords(spec: MotionScene, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel centres in the shape's frame (radius 1), shape (T, H, W) each."""
     gx, gy = _grid(height, width)
     dx = gx[None] - spec.x[:, None, None].astype(np.float32)
@@ -243,7 +246,7 @@ def _local_coords(spec: ClipSpec, height: int, width: int) -> tuple[np.ndarray, 
 
 
 def _alpha_from_local(
-    spec: ClipSpec, lx: np.ndarray, ly: np.ndarray, height: int, width: int
+    spec: MotionScene, lx: np.ndarray, ly: np.ndarray, height: int, width: int
 ) -> np.ndarray:
     if spec.shape == "square":
         sdf = _box_sdf(lx, ly, 0.8, 0.8)
@@ -258,14 +261,14 @@ def _alpha_from_local(
     return np.clip(0.5 - sdf * pixels_per_local, 0.0, 1.0)
 
 
-def shape_alpha(spec: ClipSpec, size: int | tuple[int, int]) -> np.ndarray:
+def shape_alpha(spec: MotionScene, size: int | tuple[int, int]) -> np.ndarray:
     """The shape's coverage in [0, 1] per pixel, shape (T, H, W) float32."""
     height, width = _size_hw(size)
     lx, ly = _local_coords(spec, height, width)
     return _alpha_from_local(spec, lx, ly, height, width)
 
 
-def render_clip(spec: ClipSpec, size: int | tuple[int, int]) -> np.ndarray:
+def render_clip(spec: MotionScene, size: int | tuple[int, int]) -> np.ndarray:
     """Render `spec` to frames, shape (T, H, W, 3) uint8 RGB."""
     height, width = _size_hw(size)
     gx, gy = _grid(height, width)
@@ -307,6 +310,17 @@ def render_video(
 ) -> np.ndarray:
     """Sample and render one clip of `class_name`: (T, H, W, 3) uint8 RGB."""
     return render_clip(sample_clip(class_name, rng, frames), size)
+
+
+def write_sample_video(
+    path: str | os.PathLike, class_name: str = "rotate_cw", *, frames: int = 32, size: int | tuple[int, int] = 64,
+    fps: int = 8, seed: int = 0,
+) -> Path:
+    """Encode one synthetic clip of `class_name` to `path` (MP4): a real video file for checks
+    that must decode something (export verification, engine calibration) on any machine."""
+    path = Path(path)
+    _write_mp4(path, render_video(class_name, np.random.default_rng(seed), frames, size), fps, _pick_codec())
+    return path
 
 
 @dataclass

@@ -41,6 +41,7 @@ BUILTIN_FAMILIES = (
     "vidzoo.models.lrcn",
     "vidzoo.models.i3d",
     "vidzoo.models.torchvision_video",
+    "vidzoo.models.x3d",
     "vidzoo.models.hf_video",
 )
 ENTRY_POINT_GROUP = "vidzoo.models"
