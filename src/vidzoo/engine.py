@@ -47,6 +47,7 @@ from vidzoo.export import OnnxModel, export_model
 from vidzoo.fileio import write_atomically
 from vidzoo.model_file import tensors_sha256
 from vidzoo.models._base import VideoClassifier
+from vidzoo.weights import HF_HUB_PREFIX
 
 __all__ = ["ENGINES", "PRECISIONS", "AGREEMENT", "PROB_TOLERANCE", "FEATURE_COSINE", "Engine", "Variant",
            "Measurement", "build_engine", "build_feature_engine", "inference_engine", "hardware", "load_inference_model", "cache_dir"]
@@ -187,14 +188,14 @@ def cache_dir() -> Path:
 
 
 def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoClassifier | OnnxModel:
-    """A vidzoo model file (``.safetensors``) as a model, or an exported ``.onnx`` file as an
-    `OnnxModel`: what ``predict``, ``eval`` and ``serve`` accept."""
+    """A vidzoo model file (``.safetensors``, or ``hf-hub:ORG/NAME[@REV]`` for one on the Hugging
+    Face hub) as a model, or an exported ``.onnx`` file as an `OnnxModel`: what ``predict``,
+    ``eval`` and ``serve`` accept."""
     from vidzoo.models.factory import load_model
 
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return OnnxModel(path, device=device)
-    return load_model(path, map_location=device)
+    if Path(path).suffix.lower() == ".onnx" and not os.fspath(path).startswith(HF_HUB_PREFIX):
+        return OnnxModel(Path(path), device=device)
+    return load_model(path, map_location=device)  # a path, or hf-hub:ORG/NAME for a model file on the hub
 
 
 # --------------------------------------------------------------------------- variants

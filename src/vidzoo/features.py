@@ -65,6 +65,7 @@ from vidzoo.fileio import write_atomically
 from vidzoo.model_file import tensors_sha256
 from vidzoo.models._base import VideoClassifier, pool_features
 from vidzoo.models.factory import create_model, load_model
+from vidzoo.weights import HF_HUB_PREFIX
 
 __all__ = [
     "PRE_LOGITS",
@@ -144,17 +145,18 @@ class Features:
 def resolve_model(
     model: VideoClassifier | str | os.PathLike, pretrained: str | None = None, **kwargs: Any
 ) -> VideoClassifier:
-    """`model` itself, the model in a vidzoo model file, or ``create_model(name,
-    pretrained=pretrained, **kwargs)`` for a registered name."""
+    """`model` itself, the model in a vidzoo model file (``hf-hub:ORG/NAME`` for one on the Hugging
+    Face hub), or ``create_model(name, pretrained=pretrained, **kwargs)`` for a registered name."""
     if isinstance(model, VideoClassifier):
         if pretrained is not None or kwargs:
             raise ValueError("pretrained and model kwargs apply to a registered model name, not to a built model")
         return model
+    is_hub_file = isinstance(model, str) and model.startswith(HF_HUB_PREFIX)
     path = Path(model)
-    if path.is_file():
+    if path.is_file() or is_hub_file:
         if pretrained is not None or kwargs:
             raise ValueError(f"{path} is a model file: it has its weights and arguments, so pretrained/kwargs do not apply")
-        return load_model(path)
+        return load_model(model if is_hub_file else path)
     if path.suffix.lower() == ".safetensors" or os.sep in str(model):
         raise FileNotFoundError(f"model file {path} not found")
     return create_model(str(model), pretrained=pretrained, **kwargs)

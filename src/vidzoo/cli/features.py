@@ -26,7 +26,8 @@ _TABLE_MAX_CLASSES = 20  # a wider confusion table no longer fits a terminal; co
 
 @user_errors
 def extract(
-    model: str = typer.Argument(..., help="A vidzoo model file, or a registered model name (see `vidzoo models`)."),
+    model: str = typer.Argument(..., help="A vidzoo model file (hf-hub:ORG/NAME for one on the Hugging Face hub), "
+                                "or a registered model name (see `vidzoo models`)."),
     data: str = typer.Argument(..., help="Labeled videos: a folder per class or a CSV/TSV 'path,label' file."),
     out: Path = typer.Option(..., help="Features file: FILE.npy (with a FILE.json sidecar) or FILE.parquet."),
     layer: Optional[str] = typer.Option(

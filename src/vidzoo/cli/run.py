@@ -21,13 +21,14 @@ from vidzoo.cli._common import (
     user_errors,
 )
 
+MODEL_FILE_HELP = "A vidzoo model file, or hf-hub:ORG/NAME[@REVISION] for one on the Hugging Face hub."
 CLIPS_HELP = "Clips per video, spread evenly over it (default: the model file's clips_per_video)."
 CROPS_HELP = "Crops per clip: 1 (centre) or 3 (along the long side) (default: the model file's)."
 
 
 @user_errors
 def eval_command(
-    model_file: Path = typer.Argument(..., help="A vidzoo model file."),
+    model_file: str = typer.Argument(..., help=MODEL_FILE_HELP),
     data: str = typer.Argument(..., help="Test videos: a folder per class or a CSV/TSV file."),
     clips_per_video: Optional[int] = typer.Option(None, min=1, help=CLIPS_HELP),
     crops: Optional[int] = typer.Option(None, min=1, max=3, help=CROPS_HELP),
@@ -103,7 +104,7 @@ def _print_per_class(report) -> None:
 
 @user_errors
 def predict(
-    model_file: Path = typer.Argument(..., help="A vidzoo model file, or an ONNX file from `vidzoo export`."),
+    model_file: str = typer.Argument(..., help=MODEL_FILE_HELP[:-1] + ", or an ONNX file from `vidzoo export`."),
     videos: List[Path] = typer.Argument(..., help="Video files."),
     top_k: int = typer.Option(5, help="Labels to show per video."),
     clips_per_video: Optional[int] = typer.Option(None, min=1, help=CLIPS_HELP),
