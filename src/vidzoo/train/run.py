@@ -143,6 +143,7 @@ def resolve_run_model(config: TrainConfig, num_classes: int) -> VideoClassifier:
         source, _ = resolve_pretrained(name, config.pretrained)
         if isinstance(source, Weights):
             weights_clip = source.clip
+            file_args = dict(source.model_args)  # a transformers checkpoint's architecture
         elif file_meta is not None:
             _check_file_arch(name, config.pretrained, file_meta)
             weights_clip = ClipSpec(**file_meta["clip"])
@@ -409,7 +410,7 @@ class _Run:
 def _confusion_on_val(model: VideoClassifier, val_source: VideoSource, run_dir: Path, config: TrainConfig) -> None:
     """confusion_val.png of the best model on the validation split (same views as validation)."""
     report = evaluate(model, val_source, clips_per_video=config.val_clips, batch_size=config.batch_size,
-                      workers=0, skip_bad=True, progress=False)
+                      workers=0, skip_bad=True, progress=False, decoder=config.decoder)
     plot_confusion(np.asarray(report.confusion_matrix), report.classes, run_dir / "confusion_val.png",
                    title=f"validation, video accuracy {report.video_accuracy:.1%}")
 
@@ -418,7 +419,7 @@ def _evaluate_test(model: VideoClassifier, test_source: VideoSource, run_dir: Pa
                    config: TrainConfig) -> dict[str, Any]:
     """The best model on the test split, with the model's own views; reports in run_dir/test."""
     report = evaluate(model, test_source, batch_size=config.batch_size, workers=config.workers, skip_bad=True,
-                      progress=False)
+                      progress=False, decoder=config.decoder)
     write_report(report, run_dir / "test")
     keys = ("video_accuracy", "clip_accuracy", "top5_accuracy", "top_k", "mean_class_accuracy", "num_videos",
             "clips_per_video", "crops", "excluded")
