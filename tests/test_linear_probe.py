@@ -204,7 +204,7 @@ def test_probe_command_on_a_features_file(tmp_path):
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert report["classifier"] == "linear_svm" and report["accuracy"] >= 0.95
     assert {p.name for p in (tmp_path / "p").iterdir()} == {"report.json", "confusion.csv", "confusion.png",
-                                                           "probe.safetensors"}
+                                                           "probe.safetensors", "grid.json", "grid.png"}
 
 
 def test_probe_command_extracts_from_a_model_and_videos(dataset, tmp_path):
