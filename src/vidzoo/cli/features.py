@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.table import Table
@@ -21,6 +21,9 @@ from vidzoo.cli._common import (
     print_json,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from vidzoo.probe_sweep import SweepResult
 
 _GRID = "Grid"  # the help panel of the swept settings
 _TABLE_MAX_CLASSES = 20  # a wider confusion table no longer fits a terminal; confusion.csv has it all
@@ -177,7 +180,7 @@ def probe(
     console.print(f"grid, report and chosen probe written to {out}", highlight=False)
 
 
-def _grid_table(result: Any) -> None:
+def _grid_table(result: SweepResult) -> None:
     table = Table("classifier", "settings", "val accuracy", "train accuracy", "seconds", title="probe grid (videos)")
     for i, cell in enumerate(result.cells):
         chosen = i == result.best
