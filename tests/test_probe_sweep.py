@@ -115,15 +115,20 @@ def test_balance_loss_fits_scikit_learns_class_weighted_model():
 
 
 @pytest.mark.parametrize("balance", ["loss", "sampling"])
-def test_balance_raises_the_rare_class_recall_of_every_probe_kind(balance):
+@pytest.mark.parametrize("kind", ["logreg", "attentive"])
+def test_balance_raises_the_rare_class_recall(kind, balance):
     data = imbalanced()
     videos = video_rows(data)
     few = videos.labels == 1
     recall = {}
     for how in ("none", balance):
-        probe = fit_attentive_probes(videos, data.classes, [(1e-2, 0.0)], **ATTENTIVE, balance=how)[0]
-        recall[how] = (probe.predict(videos)[few] == 1).mean()
-    assert recall[balance] > recall["none"] + 0.3
+        if kind == "attentive":
+            probe = fit_attentive_probes(videos, data.classes, [(1e-2, 0.0)], **ATTENTIVE, balance=how)[0]
+            predicted = probe.predict(videos)
+        else:
+            predicted = fit_linear_probe(data.features, data.labels, kind, balance=how).predict(data.features)
+        recall[how] = (predicted[few] == 1).mean()
+    assert recall[balance] >= recall["none"] + 0.15, recall  # logreg: 6 of 10 to 8; attentive: 4 to 8 or 9
 
 
 # --------------------------------------------------------------------------- command line
@@ -164,6 +169,7 @@ def test_probe_command_writes_every_cell_of_the_grid(tmp_path):
     (["f.npy", "--val-split", 0], "give validation features (--val) or a --val-split fraction above 0"),
     (["f.npy", "--classifier", "knn"], "unknown classifier 'knn'; choose from logreg, linear_svm, attentive"),
     (["f.npy", "--balance", "equal"], "balance must be one of none, loss, sampling, got 'equal'"),
+    (["f.npy", "--test", "f.npy", "--test-split", 0.2], "give either test features (--test) or a --test-split"),
 ])
 def test_probe_command_bad_input_is_one_clear_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

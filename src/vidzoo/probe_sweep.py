@@ -152,6 +152,8 @@ def probe_sweep(
     for name, values in (("C", cs), ("lr", lrs), ("weight decay", weight_decays)):
         if not values:
             raise ValueError(f"no {name} values to sweep")
+    if test is not None and test_split is not None:
+        raise ValueError("give either test features (--test) or a --test-split fraction, not both")
     if val is None and not val_split:
         raise ValueError("a sweep picks its probe by validation accuracy: give validation features (--val) or "
                          "a --val-split fraction above 0")
