@@ -264,6 +264,7 @@ def _rows(features: Features, videos: set[str]) -> Features:
         features, features=features.features[keep], labels=features.labels[keep],
         video_ids=[v for v, k in zip(features.video_ids, keep) if k],
         clip_index=None if features.clip_index is None else features.clip_index[keep],
+        token_index=None if features.token_index is None else features.token_index[keep],
     )
 
 

@@ -38,7 +38,9 @@ def extract(
     layer: Optional[str] = typer.Option(
         None, help="A layer of the model (`vidzoo models NAME --layers`), averaged over time and space "
         "(default: pre_logits)."),
-    per: str = typer.Option("video", help="One row per 'video' (the mean over its clips) or per 'clip'."),
+    per: str = typer.Option("video", help="One row per 'video' (the mean over its clips), per 'clip', or per "
+                            "'token' (each position of the layer's output in each clip, for attentive probes; "
+                            "default layer: the output the head pools)."),
     clips_per_video: Optional[int] = typer.Option(None, min=1, help="Clips per video, evenly spaced (default: the "
                                                   "model's clips_per_video)."),
     pretrained: Optional[str] = typer.Option(None, help="Weights for a registered model name: a tag or a file."),
@@ -96,7 +98,8 @@ def probe(
     classifier: List[str] = typer.Option(
         ["logreg"], metavar="KIND", rich_help_panel=_GRID,
         help="logreg (logistic regression), linear_svm or attentive (learned-query cross-attention over a "
-        "video's clips, then a linear layer; extract with --per clip); repeat to sweep several."),
+        "video's clips or tokens, then a linear layer; extract with --per clip or --per token); repeat to "
+        "sweep several."),
     c: List[float] = typer.Option([1.0], "--c", rich_help_panel=_GRID,
                                   help="Inverse regularisation strength of logreg/linear_svm (scikit-learn's C); "
                                   "repeat to sweep."),
@@ -111,7 +114,7 @@ def probe(
     out: Path = typer.Option(Path("runs/probe"), help="Writes grid.json, grid.png, report.json, confusion.csv, "
                              "confusion.png, probe.safetensors."),
     layer: Optional[str] = typer.Option(None, help="With MODEL DATA: the layer to extract (default: pre_logits)."),
-    per: str = typer.Option("video", help="With MODEL DATA: one row per 'video' or per 'clip'."),
+    per: str = typer.Option("video", help="With MODEL DATA: one row per 'video', per 'clip' or per 'token'."),
     clips_per_video: Optional[int] = typer.Option(None, min=1, help="With MODEL DATA: clips per video."),
     pretrained: Optional[str] = typer.Option(None, help="With MODEL DATA: weights for a registered model name."),
     batch_size: int = typer.Option(8, help="With MODEL DATA: clips per forward pass."),
