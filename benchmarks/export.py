@@ -39,8 +39,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows = []
+    # Rows already in OUT/export.json are kept, so an interrupted run continues where it stopped.
+    previous = args.out / "export.json"
+    rows = json.loads(previous.read_text())["rows"] if previous.is_file() else []
+    done = {(r["model"], r["format"]) for r in rows}
     for name in args.models or list_models():
+        if all((name, fmt) in done for fmt in args.formats):
+            continue
         if name in SKIP:
             rows.append({"model": name, "format": "-", "status": "skipped", "reason": SKIP[name]})
             continue
@@ -63,10 +68,15 @@ def main() -> None:
                     rows.append({"model": name, "format": fmt, "status": "refused", "reason": str(e),
                                  "seconds": round(time.perf_counter() - started, 1)})
             print(json.dumps(rows[-1]), flush=True)
+            write(args.out, rows)
+    write(args.out, rows)
+
+
+def write(out: Path, rows: list[dict]) -> None:
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "export.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "export.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [f"# Export verification ({meta['date']}, torch {meta['torch']}, {meta['threads']} threads)", "",
              "| model | format | input | result | max abs diff | allowed | top-1 agreement | seconds |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -76,8 +86,7 @@ def main() -> None:
                          f"{r['allowed']:.2e} | {r['top1_agreement']:.0%} | {r['seconds']} |")
         else:
             lines.append(f"| {r['model']} | {r['format']} | | {r['status']}: {r['reason']} | | | | {r.get('seconds', '')} |")
-    (args.out / "export.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    (out / "export.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
