@@ -118,6 +118,9 @@ class Decoder(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: ``iter_frames(size)``, every frame in order in one pass, for reading whole videos
+    # (`VideoReader.iter_frames` reads chunks through `get_frames` where a backend has none).
+
 
 _DECODERS: dict[str, Callable[[str, int], Decoder]] = {}
 
@@ -538,14 +541,8 @@ class VideoReader:
         h, w = size
         return int(h), int(w)
 
-    def get_frames(self, indices: Sequence[int], size: int | tuple[int, int] | None = None) -> torch.Tensor:
-        """Frames at `indices` as a uint8 tensor (T, H, W, 3), RGB, in the order asked.
-
-        Indices may repeat and come in any order. `size` is None (native), an int (the short
-        side, aspect kept) or (height, width), all as displayed. Grey, 10-bit and alpha
-        sources all come out as 3-channel 8-bit RGB.
-        """
-        indices = [int(i) for i in indices]
+    def _capped_size(self, size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+        """`output_size(size)`, refused when its frames exceed `max_pixels`."""
         out_size = self.output_size(size)
         h, w = out_size if out_size is not None else (self.height, self.width)
         if self.max_pixels is not None and h * w > self.max_pixels:
@@ -554,6 +551,17 @@ class VideoReader:
                 f"frames of {w}x{h} ({h * w} pixels) exceed max_pixels={self.max_pixels}; pass a size "
                 "to resize while decoding, or raise max_pixels",
             )
+        return out_size
+
+    def get_frames(self, indices: Sequence[int], size: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """Frames at `indices` as a uint8 tensor (T, H, W, 3), RGB, in the order asked.
+
+        Indices may repeat and come in any order. `size` is None (native), an int (the short
+        side, aspect kept) or (height, width), all as displayed. Grey, 10-bit and alpha
+        sources all come out as 3-channel 8-bit RGB.
+        """
+        indices = [int(i) for i in indices]
+        out_size = self._capped_size(size)
         frames = self._decoder.get_frames(indices, out_size)
         return torch.from_numpy(frames)
 
@@ -562,10 +570,7 @@ class VideoReader:
         `get_frames`): one pass from the start with one frame in memory at a time, for reading
         a whole video of any length (re-encoding it, say). Undecodable data raises
         `CorruptVideoError`; a stream that just ends early yields fewer than `num_frames`."""
-        out_size = self.output_size(size)
-        h, w = out_size if out_size is not None else (self.height, self.width)
-        if self.max_pixels is not None and h * w > self.max_pixels:
-            raise FrameTooLargeError(self.path, f"frames of {w}x{h} ({h * w} pixels) exceed max_pixels={self.max_pixels}")
+        out_size = self._capped_size(size)
         iterate = getattr(self._decoder, "iter_frames", None)
         if iterate is not None:
             yield from iterate(out_size)
