@@ -180,7 +180,8 @@ def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "load_avg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
             "torch": torch.__version__, "pyav": av.__version__,
-            "ffmpeg": av.library_versions.get("libavcodec"), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+            "ffmpeg": av.library_versions.get("libavcodec"),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
 def markdown(results: dict) -> str:

@@ -47,7 +47,7 @@ def prepared(tmp_path_factory):
 
 
 def _output(dst: Path, source: str) -> Path:
-    return dst / Path(source).with_suffix(".mp4")
+    return dst / (source if source.endswith(".mp4") else f"{source}.mp4")
 
 
 def _keyframe_indices(path: Path) -> tuple[list[int], int]:
@@ -113,20 +113,19 @@ def test_the_manifest_carries_the_labels_over(prepared):
     assert Path(report.manifest) == dst / annotation.name
     source = load_source(annotation, root=VIDEOS)
     manifest = load_source(report.manifest)
-    labels = {Path(s.path).relative_to(VIDEOS).with_suffix("").as_posix(): source.classes[s.label]
-              for s in source.samples if not s.path.endswith(BROKEN)}
-    assert {Path(s.video_id).with_suffix("").as_posix(): manifest.classes[s.label] for s in manifest.samples} == labels
+    labels = {_output(dst, s.video_id): source.classes[s.label] for s in source.samples if s.video_id != BROKEN}
+    assert {Path(s.path): manifest.classes[s.label] for s in manifest.samples} == labels
     assert read_class_list(dst / "classes.txt") == ["talk", "turn"]
 
 
 def test_a_frame_rate_cap_drops_frames_evenly(tmp_path):
     source = "mmaction2-samples/tests/data/test.avi"
-    folder = tmp_path / "talk"
-    folder.mkdir()
+    folder = tmp_path / "src" / "talk"
+    folder.mkdir(parents=True)
     (folder / "test.avi").symlink_to(VIDEOS / source)
-    report = prepare_dataset(tmp_path, tmp_path / "out", PrepareSettings(short_side=32, keyframe_interval=4, max_fps=10),
-                             workers=0, progress=False)
-    with VideoReader(VIDEOS / source) as original, VideoReader(tmp_path / "out" / "talk" / "test.mp4") as new:
+    settings = PrepareSettings(short_side=32, keyframe_interval=4, max_fps=10)
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", settings, workers=0, progress=False)
+    with VideoReader(VIDEOS / source) as original, VideoReader(tmp_path / "out" / "talk" / "test.avi.mp4") as new:
         assert new.fps == pytest.approx(10)
         assert new.num_frames == (original.num_frames - 1) * 10 // round(original.fps) + 1
         assert new.duration == pytest.approx(original.duration, abs=0.2)
@@ -182,8 +181,32 @@ def test_cli_names_the_broken_video_and_exits_1(prepared, tmp_path):
     assert "skipped  │ 3" in result.output
 
 
+def test_sources_differing_only_in_extension_keep_distinct_outputs(tmp_path):
+    (tmp_path / "src" / "talk").mkdir(parents=True)
+    for name in ("test.avi", "test.mp4"):
+        (tmp_path / "src" / "talk" / name).symlink_to(VIDEOS / "mmaction2-samples/tests/data" / name)
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", PrepareSettings(short_side=32), workers=0,
+                             progress=False)
+    assert [(v.output, v.status) for v in report.videos] == [("talk/test.avi.mp4", "prepared"),
+                                                             ("talk/test.mp4", "prepared")]
+
+
 def test_cli_rejects_a_bad_setting_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["prepare", str(tmp_path), str(tmp_path / "out"), "--keyframe-interval", "0"])
     assert result.exit_code == 2
     assert "keyframe_interval must be at least 1, got 0" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_destination_that_would_overwrite_the_sources_is_refused(tmp_path):
+    (tmp_path / "a.mp4").symlink_to(VIDEOS / "go-mp4-testdata/testdata/sample.mp4")
+    (tmp_path / "train.csv").write_text("a.mp4,talk\n")
+    with pytest.raises(ValueError, match="would overwrite 1 source video"):
+        prepare_dataset(tmp_path / "train.csv", tmp_path, SETTINGS, workers=0, progress=False)
+
+
+def test_a_destination_inside_the_dataset_folder_is_refused(tmp_path):
+    (tmp_path / "talk").mkdir()
+    (tmp_path / "talk" / "a.mp4").symlink_to(VIDEOS / "go-mp4-testdata/testdata/sample.mp4")
+    with pytest.raises(ValueError, match="inside the dataset folder"):
+        prepare_dataset(tmp_path, tmp_path / "prepared", SETTINGS, workers=0, progress=False)

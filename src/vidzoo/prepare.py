@@ -14,9 +14,9 @@ in worker processes, one file at a time. Each output is written to a temporary f
 (decoded to the end: frame count, size and keyframe spacing) and renamed into place, so a file
 under its final name is always a finished one. Running again resumes: an output already there
 that passes the same verification is skipped, anything else is redone. A video that cannot be
-read is reported, never fatal. `dst` gets the videos at their relative paths (with ``.mp4``), a
-manifest (``path,label``, paths relative to `dst`: what `vidzoo train --data` reads), the class
-list and a report of every video.
+read is reported, never fatal. `dst` gets the videos at their relative paths (``x.avi`` as
+``x.avi.mp4``), a manifest (``path,label``, paths relative to `dst`: what `vidzoo train --data`
+reads), the class list and a report of every video.
 """
 
 from __future__ import annotations
@@ -153,44 +153,46 @@ def _rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def prepare_video(source: str | os.PathLike, output: str | os.PathLike, settings: PrepareSettings) -> tuple[int, _Plan]:
-    """Re-encode `source` to `output` (MP4, H.264; see the module doc), verified, atomically.
-    Returns the frames written and the plan. Raises `VideoDecodeError` for an unreadable source."""
+def prepare_video(source: str | os.PathLike, output: str | os.PathLike,
+                  settings: PrepareSettings = PrepareSettings()) -> int:
+    """Re-encode `source` to `output` (MP4, H.264; see the module doc), verified, atomically;
+    return the frames written. Raises `VideoDecodeError` for a source that cannot be read."""
+    with VideoReader(source) as video:
+        return _encode(video, Path(output), _plan(video, settings), settings)
+
+
+def _encode(video: VideoReader, output: Path, plan: _Plan, settings: PrepareSettings) -> int:
     import av  # imported here so `import vidzoo` stays light
 
-    output = Path(output)
-    with VideoReader(source) as video:
-        plan = _plan(video, settings)
-        height, width = plan.size
-        keep = set(plan.keep)
-        written = 0
+    keep = set(plan.keep)
+    written = 0
 
-        def encode(temp: Path) -> None:
-            nonlocal written
-            with av.open(str(temp), mode="w", format="mp4") as container:
-                stream = container.add_stream("libx264", rate=plan.rate)
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-                n = settings.keyframe_interval
-                stream.codec_context.gop_size = n
-                # One thread: the worker processes already fill the cores.
-                stream.options = {"crf": str(settings.crf), "preset": settings.preset, "threads": "1",
-                                  "x264-params": f"keyint={n}:min-keyint={n}:scenecut=0"}
-                for i, rgb in enumerate(video.iter_frames(plan.size)):
-                    if i not in keep:
-                        continue
-                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                    frame.pts, frame.time_base = written, 1 / plan.rate
-                    container.mux(stream.encode(frame))
-                    written += 1
-                container.mux(stream.encode(None))
-            if written == 0:
-                raise VideoDecodeError(source, "no frame could be decoded")
-            frames = verify_prepared(temp, plan.size, settings.keyframe_interval)
-            if frames != written:
-                raise VideoDecodeError(output, f"the new file decodes to {frames} frames, {written} were written")
+    def encode(temp: Path) -> None:
+        nonlocal written
+        with av.open(str(temp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=plan.rate)
+            stream.width, stream.height, stream.pix_fmt = plan.size[1], plan.size[0], "yuv420p"
+            n = settings.keyframe_interval
+            stream.codec_context.gop_size = n
+            # One thread: the worker processes already fill the cores.
+            stream.options = {"crf": str(settings.crf), "preset": settings.preset, "threads": "1",
+                              "x264-params": f"keyint={n}:min-keyint={n}:scenecut=0"}
+            for i, rgb in enumerate(video.iter_frames(plan.size)):
+                if i not in keep:
+                    continue
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.time_base = written, 1 / plan.rate
+                container.mux(stream.encode(frame))
+                written += 1
+            container.mux(stream.encode(None))
+        if written == 0:
+            raise VideoDecodeError(video.path, "no frame could be decoded")
+        frames = verify_prepared(temp, plan.size, settings.keyframe_interval)
+        if frames != written:
+            raise VideoDecodeError(output, f"the new file decodes to {frames} frames, {written} were written")
 
-        write_atomically(output, encode)
-    return written, plan
+    write_atomically(output, encode)
+    return written
 
 
 def verify_prepared(path: str | os.PathLike, size: tuple[int, int], keyframe_interval: int) -> int:
@@ -225,19 +227,18 @@ def verify_prepared(path: str | os.PathLike, size: tuple[int, int], keyframe_int
     return decoded
 
 
-def _already_prepared(source: str, output: Path, settings: PrepareSettings) -> tuple[int, _Plan] | None:
-    """The frame count and plan of an output an earlier run finished, if it passes verification
-    against what this run would write; else None (it will be written again)."""
+def _finished_frames(output: Path, plan: _Plan, settings: PrepareSettings) -> int | None:
+    """The frame count of an output an earlier run finished, if it passes verification against
+    what this run would write; else None (it is written again). The quality settings (crf,
+    preset) cannot be checked: change them in a new destination."""
     if not output.is_file():
         return None
-    with VideoReader(source) as video:
-        plan = _plan(video, settings)
     try:
         frames = verify_prepared(output, plan.size, settings.keyframe_interval)
     except VideoDecodeError:
         return None
-    # Fewer frames than planned: the source's tail did not decode (the first run said so).
-    return (frames, plan) if 0 < frames <= len(plan.keep) else None
+    # Fewer frames than planned: some of the source did not decode (the first run said so).
+    return frames if 0 < frames <= len(plan.keep) else None
 
 
 def _prepare_one(task: tuple[str, str, str, str, PrepareSettings]) -> PreparedVideo:
@@ -247,17 +248,18 @@ def _prepare_one(task: tuple[str, str, str, str, PrepareSettings]) -> PreparedVi
     # Temporary files of an interrupted run: never a finished output, only litter.
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
         stale.unlink(missing_ok=True)
-    status = "skipped"
     try:
-        done = _already_prepared(source, output, settings)
-        if done is None:
-            status = "prepared"
-            done = prepare_video(source, output, settings)
+        with VideoReader(source) as video:
+            plan = _plan(video, settings)
+            frames = _finished_frames(output, plan, settings)
+            status = "skipped" if frames is not None else "prepared"
+            if frames is None:
+                frames = _encode(video, output, plan, settings)
     except VideoDecodeError as e:
         return PreparedVideo(source, relative, label, "failed", type(e).__name__, e.reason,
                              seconds=round(time.perf_counter() - started, 3))
-    frames, plan = done
-    reason = f"{len(plan.keep) - frames} frames at the end could not be decoded" if frames < len(plan.keep) else ""
+    planned = len(plan.keep)
+    reason = f"{planned - frames} of {planned} frames could not be decoded" if frames < planned else ""
     return PreparedVideo(source, relative, label, status, "", reason, plan.source_frames, frames, plan.size[1],
                          plan.size[0], round(float(plan.rate), 3), round(time.perf_counter() - started, 3))
 
@@ -266,10 +268,12 @@ def _prepare_one(task: tuple[str, str, str, str, PrepareSettings]) -> PreparedVi
 
 
 def _output_name(video_id: str) -> str:
+    """``a/b.mp4`` stays, ``a/b.avi`` becomes ``a/b.avi.mp4``: distinct sources keep distinct
+    outputs (``b.avi`` next to ``b.mp4``) whatever their order."""
     posix = PurePosixPath(video_id)
     if posix.is_absolute():  # a video outside the annotation's folder: keep its whole path
         posix = posix.relative_to(posix.anchor)
-    return posix.with_suffix(".mp4").as_posix()
+    return posix.as_posix() if posix.suffix.lower() == ".mp4" else f"{posix.as_posix()}.mp4"
 
 
 def prepare_dataset(
@@ -298,9 +302,14 @@ def prepare_dataset(
     out = Path(dst).resolve()
     if manifest is None:
         origin = Path(source.origin)
-        manifest = origin.name if origin.is_file() else "labels.csv"
+        manifest = origin.stem + (".tsv" if origin.suffix.lower() == ".tsv" else ".csv") if origin.is_file() \
+            else "labels.csv"
     if Path(manifest).name != manifest or Path(manifest).suffix.lower() not in (".csv", ".tsv"):
-        raise ValueError(f"manifest must be a .csv file name (written in {out}), got {manifest!r}")
+        raise ValueError(f"manifest must be a .csv or .tsv file name (written in {out}), got {manifest!r}")
+    root = Path(source.root).resolve()
+    if Path(source.origin).is_dir() and (out == root or root in out.parents):
+        raise ValueError(f"the destination {out} is inside the dataset folder {root}: its outputs would be read as "
+                         "videos of a class next time; choose a folder outside it")
     tasks, clashes = [], []
     taken: dict[str, str] = {}
     for sample in source.samples:
@@ -312,6 +321,11 @@ def prepare_dataset(
             continue
         taken[relative] = sample.path
         tasks.append((sample.path, str(out), relative, label, settings))
+    sources = {Path(s.path).resolve() for s in source.samples}
+    overwritten = [t[0] for t in tasks if (out / t[2]).resolve() in sources]
+    if overwritten:
+        raise ValueError(f"the destination {out} would overwrite {len(overwritten)} source video(s), e.g. "
+                         f"{overwritten[0]}; choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar(progress, len(tasks), "preparing", stderr=True) as advance:
         done = run_per_file(_prepare_one, tasks, workers=workers, timeout=timeout, failed=_failed, advance=advance,

@@ -111,13 +111,15 @@ def check(
 
 @user_errors
 def prepare(
-    src: Path = typer.Argument(..., help="A folder of class folders or a CSV/TSV annotation (path,label), as train reads."),
-    dst: Path = typer.Argument(..., help="Folder to write: the videos at their relative paths (.mp4), the manifest, "
-                                         "classes.txt, prepare_report.csv. Run again to resume."),
+    src: Path = typer.Argument(..., help="A folder of class folders or a CSV/TSV annotation (path,label), "
+                                         "as train reads."),
+    dst: Path = typer.Argument(..., help="Folder to write: the videos at their relative paths (x.avi as x.avi.mp4), "
+                                         "the manifest, classes.txt, prepare_report.csv. Run again to resume."),
     short_side: int = typer.Option(256, help="Scale the shorter side down to this many pixels (never up)."),
     keyframe_interval: int = typer.Option(16, help="A keyframe every this many frames: a random clip decodes at most "
                                                    "this many extra frames."),
-    max_fps: Optional[float] = typer.Option(None, help="Drop frames evenly down to this frame rate (default: keep all)."),
+    max_fps: Optional[float] = typer.Option(None, help="Drop frames evenly down to this frame rate "
+                                                       "(default: keep all)."),
     crf: int = typer.Option(23, help="x264 quality: 0 lossless, 23 its default, 51 worst."),
     preset: str = typer.Option("veryfast", help="x264 speed/size trade-off: ultrafast ... medium ... veryslow."),
     classes: Optional[Path] = typer.Option(None, help="Class-list file (one name per line) fixing the label order."),
