@@ -78,7 +78,7 @@ def test_summary_json_has_each_epochs_data_wait_share_and_clips_per_s(two_epochs
     _, result = two_epochs
     summary = json.loads((Path(result.run_dir) / "summary.json").read_text())
     rows = read_metrics(Path(result.run_dir) / "metrics.csv")
-    assert [e["epoch"] for e in summary["throughput"]] == [0, 1]
+    assert [e["epoch"] for e in summary["throughput"]] == [0, 1] and isinstance(summary["throughput"][0]["epoch"], int)
     assert all(0 <= e["data_wait"] <= 1 and e["clips_per_s"] > 0 for e in summary["throughput"])
     # The same figures as metrics.csv: one measurement, two records.
     assert [(e["clips_per_s"], e["data_wait"]) for e in summary["throughput"]] == \
