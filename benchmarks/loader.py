@@ -60,9 +60,14 @@ QUICK_FIXTURES = [
 # --------------------------------------------------------------------------- sources
 
 
-def fixture_paths(quick: bool, min_frames: int) -> list[Path]:
+def fixture_paths(names: list[str], min_frames: int) -> list[Path]:
+    """The named fixtures (``all``: every clean one) with at least `min_frames` frames."""
     probe = json.loads((VIDEOS / "ffprobe.json").read_text())
-    names = QUICK_FIXTURES if quick else sorted(p for p, v in probe.items() if v.get("clean"))
+    if names == ["all"]:
+        names = sorted(p for p, v in probe.items() if v.get("clean"))
+    unknown = [n for n in names if n not in probe]
+    if unknown:
+        sys.exit(f"error: not fixtures under {VIDEOS}: {unknown}")
     return [VIDEOS / n for n in names if (probe[n].get("frames") or 0) >= min_frames]
 
 
@@ -218,7 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decoder", nargs="+", default=["pyav"], help=f"decoders to time (registered: "
                         f"{', '.join(available_decoders())})")
     parser.add_argument("--sources", nargs="+", default=["fixtures", "longgop"], choices=["fixtures", "longgop"])
-    parser.add_argument("--quick", action="store_true", help="4 fixtures, 4 synthetic videos, 20 clips, 1 worker")
+    parser.add_argument("--quick", action="store_true", help="4 fixtures, 4 synthetic videos, 20 clips, 1 worker "
+                        "(options given too win)")
+    parser.add_argument("--fixtures", nargs="+", default=["all"],
+                        help="fixture paths under ../shared/data/videos, or all (the clean ones)")
     parser.add_argument("--clips", type=int, default=200, help="timed clips per source and decoder")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--frame-stride", type=int, default=2)
@@ -239,10 +247,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, default=Path("/tmp/vidzoo-loader-bench"),
                         help="where the synthetic and prepared videos are kept between runs")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    if "--quick" in (sys.argv[1:] if argv is None else argv):
+        parser.set_defaults(fixtures=QUICK_FIXTURES, clips=20, longgop_videos=4, longgop_frames=150,
+                            longgop_size=[240, 426], workers=[1], batches=3)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.clips, args.longgop_videos, args.longgop_frames = 20, 4, 150
-        args.longgop_size, args.workers, args.batches = [240, 426], [1], 3
     unknown = sorted(set(args.decoder) - set(available_decoders()))
     if unknown:
         sys.exit(f"error: unknown decoder(s) {unknown}; registered: {available_decoders()}")
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     for kind in args.sources:
         started = time.perf_counter()
         if kind == "fixtures":
-            paths = fixture_paths(args.quick, span)
+            paths = fixture_paths(args.fixtures, span)
         else:
             paths = long_gop_paths(args.work, args.longgop_videos, args.longgop_frames, tuple(args.longgop_size), 30)
         # Before and after on the same files: those that prepare.

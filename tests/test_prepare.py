@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from vidzoo.cli import app
 from vidzoo.data.sources import load_source, read_class_list
 from vidzoo.data.video import VideoReader
-from vidzoo.prepare import REPORT_NAME, PrepareSettings, prepare_dataset
+from vidzoo.prepare import PrepareSettings, prepare_dataset
 
 VIDEOS = require_videos()
 SETTINGS = PrepareSettings(short_side=64, keyframe_interval=8)
@@ -63,7 +63,8 @@ def test_every_good_video_is_prepared_and_the_broken_one_is_reported(prepared):
     status = {Path(v.source).relative_to(VIDEOS).as_posix(): v.status for v in report.videos}
     assert status == {**dict.fromkeys(GOOD, "prepared"), BROKEN: "failed"}
     assert report.summary() == {"videos": 4, "prepared": 3, "skipped": 0, "failed": 1}
-    with open(dst / REPORT_NAME, newline="") as f:
+    assert report.report == str(dst / "train.report.csv")
+    with open(report.report, newline="") as f:
         rows = {Path(r["source"]).relative_to(VIDEOS).as_posix(): r for r in csv.DictReader(f)}
     assert rows[BROKEN]["status"] == "failed"
     assert rows[BROKEN]["error"] == "CorruptVideoError" and "decoding failed" in rows[BROKEN]["reason"]
@@ -115,7 +116,7 @@ def test_the_manifest_carries_the_labels_over(prepared):
     manifest = load_source(report.manifest)
     labels = {_output(dst, s.video_id): source.classes[s.label] for s in source.samples if s.video_id != BROKEN}
     assert {Path(s.path): manifest.classes[s.label] for s in manifest.samples} == labels
-    assert read_class_list(dst / "classes.txt") == ["talk", "turn"]
+    assert read_class_list(dst / "train.classes.txt") == ["talk", "turn"]
 
 
 def test_a_frame_rate_cap_drops_frames_evenly(tmp_path):

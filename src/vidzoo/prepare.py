@@ -16,7 +16,7 @@ under its final name is always a finished one. Running again resumes: an output 
 that passes the same verification is skipped, anything else is redone. A video that cannot be
 read is reported, never fatal. `dst` gets the videos at their relative paths (``x.avi`` as
 ``x.avi.mp4``), a manifest (``path,label``, paths relative to `dst`: what `vidzoo train --data`
-reads), the class list and a report of every video.
+reads), the class list and a report of every video, the last two named after the manifest.
 """
 
 from __future__ import annotations
@@ -36,11 +36,9 @@ from vidzoo.pool import run_per_file
 from vidzoo.progress import progress_bar
 
 __all__ = ["PrepareSettings", "PreparedVideo", "PrepareReport", "prepare_video", "verify_prepared",
-           "prepare_dataset", "REPORT_NAME", "CLASSES_NAME"]
+           "prepare_dataset"]
 
 STATUSES = ("prepared", "skipped", "failed")  # skipped: already prepared by an earlier run
-REPORT_NAME = "prepare_report.csv"
-CLASSES_NAME = "classes.txt"
 _POOL_START_METHOD = "spawn"
 
 
@@ -88,11 +86,13 @@ class PreparedVideo:
 
 @dataclass
 class PrepareReport:
-    """Every video's `PreparedVideo` in source order, and where the manifest was written."""
+    """Every video's `PreparedVideo` in source order, and where the files were written."""
 
     videos: list[PreparedVideo]
     out: str
-    manifest: str
+    manifest: str  # path,label of the videos prepared
+    classes: str  # every class of the source, in order
+    report: str  # this report as CSV
     settings: PrepareSettings
 
     @property
@@ -114,7 +114,8 @@ class PrepareReport:
         return write_atomically(path, write, fsync=False)
 
     def to_dict(self) -> dict:
-        return {"out": self.out, "manifest": self.manifest, "settings": asdict(self.settings),
+        return {"out": self.out, "manifest": self.manifest, "classes": self.classes, "report": self.report,
+                "settings": asdict(self.settings),
                 "summary": self.summary(), "videos": [asdict(v) for v in self.videos]}
 
 
@@ -292,9 +293,10 @@ def prepare_dataset(
     `vidzoo train --data` reads, or a `VideoSource`) into `dst`; see the module doc.
 
     Writes ``dst/<manifest>`` (default: the annotation's file name, or ``labels.csv`` for a
-    folder) with the videos that were prepared, ``dst/classes.txt`` (every class of `src`, in
-    order, also those whose videos all failed) and ``dst/prepare_report.csv``. `workers`
-    processes (0: this one, no timeout); a video taking over `timeout` seconds is failed.
+    folder) with the videos that were prepared, ``<manifest stem>.classes.txt`` (every class of
+    `src`, in order, also those whose videos all failed) and ``<manifest stem>.report.csv``: the
+    splits of one dataset can share `dst`. `workers` processes (0: this one, no timeout); a
+    video taking over `timeout` seconds is failed.
     """
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
@@ -332,11 +334,13 @@ def prepare_dataset(
                             start_method=_POOL_START_METHOD)
     by_source = {v.source: v for v in done + clashes}
     videos = [by_source[s.path] for s in source.samples]
-    report = PrepareReport(videos, str(out), str(out / manifest), settings)
-    _write_manifest(out / manifest, [v for v in videos if v.status != "failed"])
-    write_atomically(out / CLASSES_NAME, lambda temp: temp.write_text("".join(f"{c}\n" for c in source.classes)),
+    stem = Path(manifest).stem
+    report = PrepareReport(videos, str(out), str(out / manifest), str(out / f"{stem}.classes.txt"),
+                           str(out / f"{stem}.report.csv"), settings)
+    _write_manifest(Path(report.manifest), [v for v in videos if v.status != "failed"])
+    write_atomically(report.classes, lambda temp: temp.write_text("".join(f"{c}\n" for c in source.classes)),
                      fsync=False)
-    report.write_csv(out / REPORT_NAME)
+    report.write_csv(report.report)
     return report
 
 

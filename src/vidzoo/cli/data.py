@@ -114,7 +114,7 @@ def prepare(
     src: Path = typer.Argument(..., help="A folder of class folders or a CSV/TSV annotation (path,label), "
                                          "as train reads."),
     dst: Path = typer.Argument(..., help="Folder to write: the videos at their relative paths (x.avi as x.avi.mp4), "
-                                         "the manifest, classes.txt, prepare_report.csv. Run again to resume."),
+                                         "the manifest, NAME.classes.txt, NAME.report.csv. Run again to resume."),
     short_side: int = typer.Option(256, help="Scale the shorter side down to this many pixels (never up)."),
     keyframe_interval: int = typer.Option(16, help="A keyframe every this many frames: a random clip decodes at most "
                                                    "this many extra frames."),
@@ -124,8 +124,8 @@ def prepare(
     preset: str = typer.Option("veryfast", help="x264 speed/size trade-off: ultrafast ... medium ... veryslow."),
     classes: Optional[Path] = typer.Option(None, help="Class-list file (one name per line) fixing the label order."),
     data_root: Optional[Path] = typer.Option(None, help="Where the CSV's relative paths start (default: its folder)."),
-    manifest: Optional[str] = typer.Option(None, help="Manifest file name in DST (default: SRC's file name, or "
-                                                      "labels.csv for a folder)."),
+    manifest: Optional[str] = typer.Option(None, help="Manifest file name NAME.csv in DST (default: SRC's file "
+                                                      "name, or labels.csv for a folder)."),
     workers: int = typer.Option(2, help="Worker processes, one video each (0: in this process, no timeout)."),
     timeout: float = typer.Option(3600.0, help="Seconds one video may take before it is reported failed."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary and every video as JSON."),
@@ -151,13 +151,13 @@ def prepare(
                 table.add_row(v.error, v.reason, v.source)
             wide_console().print(table)
             if len(failed) > _CHECK_ROWS_SHOWN:
-                console.print(f"... and {len(failed) - _CHECK_ROWS_SHOWN} more in {dst / 'prepare_report.csv'}",
+                console.print(f"... and {len(failed) - _CHECK_ROWS_SHOWN} more in {report.report}",
                               highlight=False)
         summary = Table("summary", "count")
         for key, value in report.summary().items():
             summary.add_row(key, str(value))
         console.print(summary)
-        console.print(f"manifest: {report.manifest}\nreport: {Path(report.out) / 'prepare_report.csv'}",
+        console.print(f"manifest: {report.manifest}\nclasses: {report.classes}\nreport: {report.report}",
                       highlight=False)
     if report.failed:
         raise typer.Exit(code=1)
