@@ -190,15 +190,19 @@ def machine() -> dict:
 
 
 def markdown(results: dict) -> str:
-    s = results["settings"]
+    s, m = results["settings"], results["machine"]
     rates = s["model_rates"]
+    busy = max(m["load_avg"][0], (m.get("load_avg_end") or [0])[0]) > m["cpus"]
     lines = [
         f"# Loader throughput{' (quick run: a smoke test, not a measurement)' if s['quick'] else ''}",
         "",
         f"Training clips of {s['frames']} frames at stride {s['frame_stride']}, {s['size']}x{s['size']} crops "
         f"(decoded at short side {s['decode_size']}); prepared: short side {s['prepare_short_side']}, a keyframe "
         f"every {s['keyframe_interval']} frames. {s['clips']} clips per row, one process, one torch thread. "
-        f"Machine: {results['machine']['cpus']} CPUs, load average {results['machine']['load_avg']} at the start.",
+        f"Machine: {m['cpus']} CPUs, load average {m['load_avg']} at the start, {m.get('load_avg_end')} at the end"
+        + (" (more than the CPUs: contended, the figures are low)." if busy else "."),
+        "",
+        f"Command: `{results.get('command', '?')}`",
         "",
         "| source | decoder | videos | frames/keyframe | clip median ms | p90 ms | clips/s per worker | "
         + " | ".join(f"workers for {r}/s" for r in rates) + " | DataLoader clips/s (workers) |",
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
         sources[kind], sources[f"{kind}, prepared"] = kept, after
         print(f"{kind}: {len(kept)} videos ready ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
 
-    results = {"machine": machine(), "rows": [], "settings": {
+    command = " ".join(["benchmarks/loader.py", *(sys.argv[1:] if argv is None else argv)])
+    results = {"command": command, "machine": machine(), "rows": [], "settings": {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "decode_size": spec.decode_size, "model_rates": args.model_rates}}
     for name, paths in sources.items():
