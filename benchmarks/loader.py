@@ -114,7 +114,7 @@ def as_source(paths: list[Path], origin: str) -> VideoSource:
 
 def prepared(paths: list[Path], dst: Path, settings: PrepareSettings, workers: int) -> tuple[list[Path], list[Path]]:
     """(source paths that prepared, their prepared paths): resumable, so a rerun costs a check."""
-    report = prepare_dataset(as_source(paths, str(dst)), dst, settings, workers=workers, progress=False)
+    report = prepare_dataset(as_source(paths, "benchmark videos"), dst, settings, workers=workers, progress=False)
     done = [v for v in report.videos if v.status != "failed"]
     for v in report.failed:
         print(f"  prepare failed: {v.source}: {v.error}: {v.reason}", file=sys.stderr)
