@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             paths = long_gop_paths(args.work, args.longgop_videos, args.longgop_frames, tuple(args.longgop_size), 30)
         # Before and after on the same files: those that prepare.
-        kept, after = prepared(paths, args.work / f"prepared_{kind}_{len(paths)}", settings, args.prepare_workers)
+        dst = args.work / f"prepared_{kind}_{len(paths)}_short{settings.short_side}_key{settings.keyframe_interval}"
+        kept, after = prepared(paths, dst, settings, args.prepare_workers)
         sources[kind], sources[f"{kind}, prepared"] = kept, after
         print(f"{kind}: {len(kept)} videos ready ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
 
