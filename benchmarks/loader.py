@@ -156,9 +156,12 @@ def loader_rate(dataset: VideoDataset, workers: int, batches: int, batch_size: i
                         multiprocessing_context="spawn", persistent_workers=False, prefetch_factor=2)
     iterator = iter(loader)
     next(iterator)  # the workers' start-up is not the loader's rate
-    started = time.perf_counter()
-    clips = sum(len(batch) for batch in iterator)
-    return clips / (time.perf_counter() - started)
+    started = last = time.perf_counter()
+    clips = 0
+    for batch in iterator:
+        clips += len(batch)
+        last = time.perf_counter()  # not after the loop: that would count the workers' shutdown
+    return clips / (last - started)
 
 
 class _Collate:
