@@ -4,6 +4,7 @@ broken file: sizes, keyframe spacing, rotation, audio, the manifest, the report,
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -180,6 +181,18 @@ def test_cli_names_the_broken_video_and_exits_1(prepared, tmp_path):
     assert result.exit_code == 1, result.output
     assert "corrupted.mp4" in result.output and "CorruptVideoError" in result.output
     assert "skipped  │ 3" in result.output
+
+
+def test_cli_json_has_the_summary_and_every_video(prepared, tmp_path):
+    annotation, first, _ = prepared
+    dst = tmp_path / "prepared"
+    shutil.copytree(first, dst)
+    result = CliRunner().invoke(app, ["prepare", str(annotation), str(dst), "--short-side", "64", "--keyframe-interval",
+                                      "8", "--data-root", str(VIDEOS), "--workers", "0", "--json"])
+    data = json.loads(result.stdout)
+    assert data["summary"] == {"videos": 4, "prepared": 0, "skipped": 3, "failed": 1}
+    assert [v["status"] for v in data["videos"]] == ["skipped"] * 3 + ["failed"]
+    assert data["settings"]["keyframe_interval"] == 8
 
 
 def test_sources_differing_only_in_extension_keep_distinct_outputs(tmp_path):
