@@ -13,7 +13,7 @@ For each (source, decoder) it times `--clips` training items ``VideoDataset[i]``
 (open the file, sample a random clip, decode it at the clip's decode size, crop, flip, normalise:
 what one DataLoader worker does per clip), with one torch thread; clips/s per worker is 1 / mean
 latency. Then a DataLoader with each of `--workers` processes runs `--batches` batches after one
-untimed batch (the workers' start-up), for the clips/s they reach together. The workers needed
+untimed batch per worker (their start-up), for the clips/s they reach together. The workers needed
 for a model that consumes R clips/s is ceil(R / clips/s per worker), assuming linear scaling;
 the measured DataLoader rows show how far that holds on this machine.
 
@@ -145,17 +145,19 @@ def clip_latencies(dataset: VideoDataset, clips: int, seed: int) -> tuple[list[f
 
 
 def loader_rate(dataset: VideoDataset, workers: int, batches: int, batch_size: int, seed: int) -> float:
-    """Clips/s a DataLoader with `workers` processes delivers, after one untimed batch."""
+    """Clips/s a DataLoader with `workers` processes delivers over `batches` batches, after one
+    untimed batch per worker (batches go round the workers: each has started when they are in)."""
     from torch.utils.data import DataLoader
 
     generator = torch.Generator().manual_seed(seed)
-    count = (batches + 1) * batch_size
+    count = (batches + workers) * batch_size
     indices = torch.randint(len(dataset), (count,), generator=generator).tolist()
     keys = [(1, i) for i in indices]
     loader = DataLoader(keys, batch_size=batch_size, num_workers=workers, collate_fn=_Collate(dataset),
                         multiprocessing_context="spawn", persistent_workers=False, prefetch_factor=2)
     iterator = iter(loader)
-    next(iterator)  # the workers' start-up is not the loader's rate
+    for _ in range(workers):
+        next(iterator)  # the workers' start-up is not the loader's rate
     started = last = time.perf_counter()
     clips = 0
     for batch in iterator:
