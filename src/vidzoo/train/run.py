@@ -98,7 +98,7 @@ class TrainResult(BaseModel):
     load_report: str | None = None
     trainable_parameters: int | None = None
     total_parameters: int | None = None
-    throughput: list[dict[str, float]] = []  # per epoch: clips_per_s and data_wait (share of time)
+    throughput: list[dict[str, int | float]] = []  # per epoch: epoch, clips_per_s, data_wait (share of time)
     test: dict[str, Any] | None = None  # the best model on the test split (--test / --test-split)
     splits: list[dict[str, Any]] = []  # videos per class and split
     warnings: list[str] = []  # labels that look like mistakes, classes with few videos
