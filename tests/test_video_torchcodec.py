@@ -338,3 +338,14 @@ def test_dataset_and_check_read_with_torchcodec(dataset):
         verdicts[decoder] = [(r.status, r.num_frames) for r in report.results]
     assert verdicts["torchcodec"] == verdicts["pyav"]
     assert {status for status, _ in verdicts["torchcodec"]} == {"ok"}
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("name", ["mmaction2-samples/tests/data/test.avi", "decord-testdata/tests/test_data/video_90.mov"])
+def test_iter_frames_same_as_pyav(name):
+    """The whole-video pass (`VideoReader.iter_frames`, what `vidzoo prepare` reads with)."""
+    pyav, torchcodec = _pair(name)
+    with pyav, torchcodec:
+        frames_a, frames_b = list(pyav.iter_frames(size=64)), list(torchcodec.iter_frames(size=64))
+    assert len(frames_b) == len(frames_a) == pyav.num_frames
+    assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b))
