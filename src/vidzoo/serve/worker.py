@@ -1,0 +1,190 @@
+"""The server's worker processes: decode and predict one upload each, with a time limit.
+
+Decoding strangers' files is the risky part of serving: a decoder can hang or crash on a crafted
+file. So every prediction runs in a worker process of a `pebble.ProcessPool` (spawned, not
+forked: the server holds torch's threads and locks), which loads the models once. A job that runs
+past the time limit has its worker killed and replaced, and a worker that dies (a segfault in a
+decoder) only fails its own job; the server itself never decodes. The job calls the same
+`vidzoo.predict` functions as ``vidzoo predict``, so the answers are the command's answers.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CONTAINERS", "DEFAULT_CODECS", "JobLimits", "JobError", "predict_job", "init_worker", "make_pool"]
+
+# Container families the server can accept, by FFmpeg's demuxer name (``av.open(...).format.name``).
+# The upload's first bytes are checked before FFmpeg sees it (`vidzoo.serve.upload.sniff_container`),
+# and the demuxer FFmpeg then picks must agree.
+CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska", "avi": "avi", "mpegts": "mpegts"}
+DEFAULT_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "mjpeg", "h263")
+
+_MODELS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What a worker checks before it decodes more than the headers and the packet index."""
+
+    max_duration_s: float
+    max_pixels: int
+    max_windows: int
+    containers: tuple[str, ...]
+    codecs: tuple[str, ...]
+
+
+class JobError(Exception):
+    """A problem with the upload, found in the worker: `code` names it for clients, `message`
+    explains it (without the server's temporary path)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+
+def init_worker(model_paths: dict[str, str], threads: int) -> None:
+    """Pool initializer: load every model once per worker process."""
+    if not model_paths:
+        return  # nothing to load: don't import torch
+    import torch
+
+    from vidzoo.models.factory import load_model
+
+    torch.set_num_threads(threads)
+    for name, path in model_paths.items():
+        _MODELS[name] = load_model(path)
+
+
+def make_pool(model_paths: dict[str, str], workers: int, threads: int):
+    """A pool of `workers` spawned processes, each with the models loaded and `threads` torch threads."""
+    from pebble import ProcessPool
+
+    return ProcessPool(max_workers=workers, initializer=init_worker, initargs=(model_paths, threads),
+                       context=multiprocessing.get_context("spawn"))
+
+
+def ping() -> int:
+    """A job that only proves a worker is up (with its models loaded)."""
+    return os.getpid()
+
+
+def predict_job(model_name: str, path: str, options: dict[str, Any], limits: JobLimits) -> dict[str, Any]:
+    """Check the upload at `path` against `limits`, then predict it as ``vidzoo predict`` does.
+
+    Returns ``{"prediction": ..., "timeline": ... or None, "video": ..., "timings": ...}``, or
+    ``{"error": code, "message": ...}`` for a bad upload (exceptions whose constructors take more
+    than a message do not survive the trip back to the server, so errors travel as data).
+    """
+    from vidzoo.data.video import (
+        CorruptVideoError,
+        FrameTooLargeError,
+        NotAVideoError,
+        NoVideoStreamError,
+        VideoDecodeError,
+        VideoReader,
+    )
+    from vidzoo.predict import merge_segments, predict_video, predict_windows
+
+    model = _MODELS[model_name]
+    started = time.perf_counter()
+    try:
+        demuxer = _container_format(path)
+        container = CONTAINERS.get(demuxer, demuxer)
+        if container not in limits.containers:
+            raise JobError("unsupported_container", f"{container} files are not accepted "
+                           f"(accepted: {', '.join(limits.containers)})")
+        with VideoReader(path, max_pixels=None) as video:
+            info = video.info
+        if info.codec not in limits.codecs:
+            raise JobError("unsupported_codec", f"video codec {info.codec} is not accepted "
+                           f"(accepted: {', '.join(limits.codecs)})")
+        if info.duration > limits.max_duration_s:
+            raise JobError("too_long", f"the video lasts {info.duration:.1f} s, over the limit of "
+                           f"{limits.max_duration_s:g} s")
+        if info.width * info.height > limits.max_pixels:
+            raise JobError("too_many_pixels", f"frames of {info.width}x{info.height} ({info.width * info.height} "
+                           f"pixels) exceed the limit of {limits.max_pixels} pixels")
+        window, stride = options.get("window"), options.get("stride")
+        if window is not None:
+            stride = stride or window
+            windows = 1 if info.duration <= window else math.ceil((info.duration - window) / stride) + 1
+            if windows > limits.max_windows:
+                raise JobError("too_many_windows", f"window {window:g} s every {stride:g} s makes about {windows} "
+                               f"windows of this {info.duration:.1f} s video, over the limit of {limits.max_windows}")
+        with _ForwardTimer(model) as timer:
+            prediction = predict_video(model, path, top_k=options["top_k"], clips_per_video=options.get("clips"))
+            timeline = None
+            if window is not None:
+                timeline = predict_windows(model, path, window=window, stride=stride, top_k=model.num_classes)
+    except JobError as e:
+        return {"error": e.code, "message": e.message}
+    except NotAVideoError as e:
+        return {"error": "not_a_video", "message": e.reason}
+    except NoVideoStreamError as e:
+        return {"error": "no_video_stream", "message": e.reason}
+    except CorruptVideoError as e:
+        return {"error": "truncated_or_corrupt", "message": e.reason}
+    except FrameTooLargeError as e:
+        return {"error": "too_many_pixels", "message": e.reason}
+    except VideoDecodeError as e:
+        return {"error": "undecodable", "message": e.reason}
+    except ValueError as e:  # an option the model cannot take (e.g. windows shorter than a frame)
+        return {"error": "bad_option", "message": str(e).replace(path, "the upload")}
+    total = time.perf_counter() - started
+    return {
+        "prediction": prediction.to_dict() | {"path": None},
+        "timeline": None if timeline is None else {
+            "window_s": window, "stride_s": stride,
+            "windows": [{"start_s": w.start_s, "end_s": w.end_s,
+                         "probabilities": _in_class_order(w.top, prediction.classes)} for w in timeline],
+            "segments": [s.to_dict() for s in merge_segments(timeline)],
+        },
+        "video": {"duration_s": info.duration, "frames": info.num_frames, "fps": info.fps, "width": info.width,
+                  "height": info.height, "codec": info.codec, "container": container},
+        "timings": {"decode_s": max(0.0, total - timer.seconds), "inference_s": timer.seconds},
+    }
+
+
+def _container_format(path: str) -> str:
+    import av
+
+    from vidzoo.data.video import NotAVideoError
+
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            return container.format.name
+    except av.error.FFmpegError as e:
+        raise NotAVideoError(path, f"not a readable media file ({e})") from e
+
+
+def _in_class_order(top: list[tuple[str, float]], classes: list[str]) -> list[float]:
+    by_name = dict(top)
+    return [by_name[name] for name in classes]
+
+
+class _ForwardTimer:
+    """Seconds spent inside the model's forward passes (the rest of a job is decoding and
+    cutting clips), measured with forward hooks so that `vidzoo.predict` stays untouched."""
+
+    def __init__(self, model):
+        self.model, self.seconds, self._start = model, 0.0, 0.0
+
+    def __enter__(self) -> _ForwardTimer:
+        def before(*_):
+            self._start = time.perf_counter()
+
+        def after(*_):
+            self.seconds += time.perf_counter() - self._start
+
+        self._hooks = [self.model.register_forward_pre_hook(before), self.model.register_forward_hook(after)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
