@@ -397,3 +397,51 @@ def test_bounded_load_on_loopback(server, tmp_path):
     assert figures["requests"] == LOAD_CLIENTS * LOAD_REQUESTS and figures["errors"] == 0, results
     assert after - before < 300, figures  # MB: decoded clips are freed between requests
     assert_no_uploads(server)
+
+
+# --------------------------------------------------------------------------- the page, in a browser
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, installed by .ci/run; Playwright downloads nothing
+
+
+def test_page_in_a_real_browser(server, client, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)", pytrace=False)
+    expected_top1 = post(client, SHORT).json()["top"][0]["class"]
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+            "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+            "--disable-default-apps", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("request", lambda r: requests.append(r.url))
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{server.url}/")
+            page.wait_for_function("document.getElementById('model-info').textContent.includes('c3d_bn')")
+            page.set_input_files("#file", str(SHORT))
+            page.wait_for_selector("[data-testid=bar]", timeout=90_000)
+            bars = page.locator("[data-testid=bar] .class").all_inner_texts()
+            assert bars[0] == expected_top1 and sorted(bars) == sorted(CLASSES)
+            page.wait_for_selector("#timeline-box:not([hidden])")
+            assert page.locator("#legend li").count() == 3
+            box = page.locator("#timeline").bounding_box()
+            timeline = page.locator("#timeline")
+            assert 150 <= box["height"] <= 200  # a strip, whatever the width
+            timeline.click(position={"x": 0.75 * box["width"], "y": box["height"] / 2})
+            page.wait_for_function("Math.abs(document.getElementById('video').currentTime - 7.5) < 0.25",
+                                   timeout=10_000)
+            page.screenshot(path=tmp_path / "laptop.png", full_page=True)
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            page.screenshot(path=tmp_path / "phone.png", full_page=True)
+            assert errors == []
+        finally:
+            browser.close()
+    outside = [url for url in requests if not url.startswith((server.url, "blob:", "data:"))]
+    assert outside == [] and f"{server.url}/static/app.js" in requests
+    assert (tmp_path / "laptop.png").stat().st_size > 10_000
+    print("screenshots:", tmp_path / "laptop.png", tmp_path / "phone.png")
