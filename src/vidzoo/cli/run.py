@@ -103,21 +103,35 @@ def predict(
     skip_bad: bool = typer.Option(False, help="A video that fails to decode is listed and does not fail the command."),
     device: str = typer.Option("cpu", help="torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    plot: Optional[Path] = typer.Option(None, help="With --window: write each video's timeline, "
+                                        "PLOT/<video name>.timeline.png (probabilities of the top classes "
+                                        "over time, top-1 segments shaded)."),
 ) -> None:
-    """Top-k labels per video, or per time window with --window/--stride. Every video gets its
-    answer or its error; the exit code is 1 when a video failed (0 with --skip-bad)."""
+    """Top-k labels per video, or per time window with --window/--stride: then also the segments
+    where the top-1 label stays the same, and with --plot a timeline PNG per video. Every video
+    gets its answer or its error; the exit code is 1 when a video failed (0 with --skip-bad)."""
     from vidzoo.data.video import VideoDecodeError
     from vidzoo.models.factory import load_model
-    from vidzoo.predict import predict_video, predict_windows
+    from vidzoo.predict import merge_segments, predict_video, predict_windows
 
+    if plot is not None and window is None:
+        raise ValueError("--plot draws the timeline of --window predictions: give --window too")
     results = []
     model = load_model(model_file)
+    plotted: set[str] = set()
     for video in videos:
         try:
             if window is not None:
-                windows = predict_windows(model, video, window=window, stride=stride or window, top_k=top_k,
-                                          device=device)
-                results.append({"path": str(video), "windows": [w.to_dict() for w in windows]})
+                # Every class's probability per window (the plot draws the top classes over
+                # time); the answer lists the top_k of each.
+                windows = predict_windows(model, video, window=window, stride=stride or window,
+                                          top_k=model.num_classes, device=device)
+                segments = [s.to_dict() for s in merge_segments(windows)]
+                full = [w.to_dict() for w in windows]
+                results.append({"path": str(video), "windows": [w | {"top": w["top"][:top_k]} for w in full],
+                                "segments": segments})
+                if plot is not None:
+                    results[-1]["plot"] = str(_plot_timeline(full, segments, plot, Path(video), plotted))
             else:
                 results.append(predict_video(model, video, top_k=top_k, clips_per_video=clips_per_video,
                                              device=device).to_dict())
@@ -132,6 +146,17 @@ def predict(
         raise typer.Exit(code=1)
 
 
+def _plot_timeline(windows: list[dict], segments: list[dict], folder: Path, video: Path, taken: set[str]) -> Path:
+    from vidzoo.plots import plot_timeline
+
+    name = video.stem
+    while name in taken:  # two videos of the same name from different folders
+        name += "_"
+    taken.add(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return plot_timeline(windows, segments, folder / f"{name}.timeline.png", title=video.name)
+
+
 def _print_prediction(result: dict) -> None:
     console.print(f"[bold]{result['path']}[/]", highlight=False, soft_wrap=True)
     if "error" in result:
@@ -140,6 +165,12 @@ def _print_prediction(result: dict) -> None:
         for w in result["windows"]:
             top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in w["top"])
             console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False, soft_wrap=True)
+        console.print("  segments (same top-1):", highlight=False)
+        for s in result["segments"]:
+            console.print(f"  {s['start_s']:8.2f}-{s['end_s']:8.2f} s  {s['label']} ({s['probability']:.2f}, "
+                          f"{s['windows']} window(s))", highlight=False, soft_wrap=True)
+        if "plot" in result:
+            console.print(f"  timeline: {result['plot']}", highlight=False, soft_wrap=True)
     else:
         for t in result["top"]:
             console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False, soft_wrap=True)
