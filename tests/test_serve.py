@@ -249,6 +249,36 @@ def test_upload_size_is_enforced_while_the_body_arrives(tmp_path):
     assert target.stat().st_size <= 2 * MB and oct(target.stat().st_mode & 0o777) == "0o600"
 
 
+def test_other_fields_and_part_headers_are_bounded_too(tmp_path):
+    async def body(head: bytes, chunks: int):
+        yield b"--b\r\n" + head + b"\r\n\r\n"
+        for _ in range(chunks):
+            yield b"x" * MB
+
+    async def receive(head: bytes, chunks: int, name: str):
+        return await receive_upload(body(head, chunks), "multipart/form-data; boundary=b", tmp_path / name, 2 * MB)
+
+    with pytest.raises(UploadError, match="passes the limit") as too_large:  # a field that is not the file
+        asyncio.run(receive(b'Content-Disposition: form-data; name="notes"', 10, "a"))
+    assert too_large.value.status == 413 and (tmp_path / "a").stat().st_size == 0
+    with pytest.raises(UploadError, match="cannot be parsed") as huge_header:  # python-multipart's own bound
+        asyncio.run(receive(b"X-Padding: " + b"y" * 20_000, 0, "b"))
+    assert huge_header.value.status == 400
+
+
+def test_a_trickled_upload_times_out(server, monkeypatch):
+    monkeypatch.setattr(server.settings, "upload_timeout_s", 1.0)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                  b"Content-Length: 100000\r\n\r\n--b\r\n")
+        s.settimeout(30)
+        reply = b""
+        while b'"upload_timeout"' not in reply and (chunk := s.recv(4096)):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408") and b"longer than 1 s" in reply
+    assert_no_uploads(server)
+
+
 def test_a_declared_or_streamed_oversize_upload_is_refused_over_http(server):
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"

@@ -32,6 +32,8 @@ def serve(
     decode_timeout: float = typer.Option(60, min=0.001, rich_help_panel=LIMITS,
                                          help="Seconds a request's decoding and prediction may take; the worker "
                                          "is killed and replaced after that."),
+    upload_timeout: float = typer.Option(300, min=0.001, rich_help_panel=LIMITS,
+                                         help="Seconds an upload may take to arrive (slow clients hold a place)."),
     containers: Optional[str] = typer.Option(None, rich_help_panel=LIMITS, help="Accepted containers, by content, "
                                              "comma-separated among mp4,matroska,avi,mpegts (default: all)."),
     codecs: Optional[str] = typer.Option(None, rich_help_panel=LIMITS, help="Accepted video codecs, "
@@ -54,7 +56,7 @@ def serve(
     settings = ServeSettings(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_duration_s=max_duration,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS, max_windows=max_windows, decode_timeout_s=decode_timeout,
-        workers=workers, queue=queue, threads=threads,
+        upload_timeout_s=upload_timeout, workers=workers, queue=queue, threads=threads,
     )
     if containers:
         settings.containers = tuple(c.strip() for c in containers.split(",") if c.strip())

@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 
 from vidzoo.data.video import DEFAULT_MAX_PIXELS
 from vidzoo.model_file import read_model_metadata
-from vidzoo.serve.upload import UploadError, mp4_truncation, receive_upload, sniff_container
+from vidzoo.serve.upload import MAX_FRAMING_BYTES, UploadError, mp4_truncation, receive_upload, sniff_container
 from vidzoo.serve.worker import CONTAINERS, DEFAULT_CODECS, JobLimits, make_pool, ping, predict_job
 
 __all__ = ["ServeSettings", "ServedModel", "create_app"]
@@ -52,6 +52,7 @@ class ServeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_windows: int = 1000
     decode_timeout_s: float = 60.0
+    upload_timeout_s: float = 300.0  # seconds a request's body may take to arrive
     workers: int = 1  # worker processes: predictions (decoding included) running at once
     queue: int = 4  # requests that may wait for a worker; beyond workers + queue: 503
     threads: int = 0  # torch threads per worker; 0: the CPU count divided by `workers`
@@ -64,7 +65,8 @@ class ServeSettings:
                          tuple(self.codecs))
 
     def check(self) -> None:
-        for name in ("max_upload_bytes", "max_duration_s", "max_pixels", "max_windows", "decode_timeout_s", "workers"):
+        for name in ("max_upload_bytes", "max_duration_s", "max_pixels", "max_windows", "decode_timeout_s",
+                     "upload_timeout_s", "workers"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.queue < 0 or self.threads < 0:
@@ -212,7 +214,7 @@ def create_app(models: Sequence[str | os.PathLike], settings: ServeSettings | No
             raise _Error(503, "busy", f"{state.active} requests are in progress; try again in {wait} s",
                          headers={"Retry-After": str(wait)})
         declared = int(request.headers.get("content-length") or 0)
-        if declared > settings.max_upload_bytes + 64 * 1024:  # the multipart framing adds a little
+        if declared > settings.max_upload_bytes + MAX_FRAMING_BYTES:
             raise _Error(413, "too_large", f"the upload ({declared} bytes) passes the limit of "
                          f"{settings.max_upload_bytes} bytes")
         state.active += 1
@@ -220,8 +222,14 @@ def create_app(models: Sequence[str | os.PathLike], settings: ServeSettings | No
         path = state.upload_dir / f"{request.state.id}.upload"
         try:
             try:
-                upload = await receive_upload(request.stream(), request.headers.get("content-type"), path,
-                                              settings.max_upload_bytes)
+                # A client that trickles its upload must not hold a place for ever.
+                upload = await asyncio.wait_for(
+                    receive_upload(request.stream(), request.headers.get("content-type"), path,
+                                   settings.max_upload_bytes),
+                    settings.upload_timeout_s)
+            except asyncio.TimeoutError:
+                raise _Error(408, "upload_timeout", f"the upload took longer than {settings.upload_timeout_s:g} s") \
+                    from None
             except UploadError as e:
                 raise _Error(e.status, e.code, e.message) from None
             except ClientDisconnect:

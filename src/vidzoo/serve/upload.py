@@ -17,6 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 __all__ = ["UploadError", "Upload", "receive_upload", "sniff_container", "mp4_truncation"]
 
 FILE_FIELD = "file"
+MAX_FRAMING_BYTES = 64 * 1024  # what the body may hold besides the file: boundaries, headers, small fields
 
 
 class UploadError(Exception):
@@ -51,7 +52,8 @@ async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None,
         async for chunk in chunks:
             body += len(chunk)
             parser.write(chunk)
-            if state.too_large:
+            # Other fields are dropped, but their bytes count: the body as a whole is bounded too.
+            if state.too_large or body > max_bytes + MAX_FRAMING_BYTES:
                 raise UploadError(413, "too_large", f"the upload passes the limit of {max_bytes} bytes")
         parser.finalize()
     except ValueError as e:  # python-multipart's parse errors
@@ -77,6 +79,7 @@ class _PartState:
         self._writing = False
 
     def callbacks(self, fd: int, max_bytes: int) -> dict:
+        # python-multipart bounds the size of a part's headers itself (a ValueError past it).
         def on_part_begin():
             self._headers, self._writing = {}, False
 
