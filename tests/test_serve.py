@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import hypothesis
 import pytest
 import torch
 import uvicorn
@@ -466,3 +467,33 @@ def test_page_in_a_real_browser(server, client, tmp_path):
     assert outside == [] and f"{server.url}/static/app.js" in requests
     assert (tmp_path / "laptop.png").stat().st_size > 10_000
     print("screenshots:", tmp_path / "laptop.png", tmp_path / "phone.png")
+
+
+# --------------------------------------------------------------------------- property-based, from the schema
+
+
+def test_no_request_the_schema_allows_gets_a_5xx(server):
+    """Schemathesis generates requests from the OpenAPI schema (random uploads, options at and
+    past their bounds) for every operation; Hypothesis runs a bounded, derandomised set of them."""
+    import schemathesis
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/predict", "/v1/models", "/healthz", "/readyz"}
+    seen: list[int] = []
+    for operation in operations:
+        @hypothesis.given(case=operation.as_strategy())
+        @hypothesis.settings(max_examples=15, deadline=None, derandomize=True, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))
+        def check(case):
+            answer = case.call(timeout=120)
+            seen.append(answer.status_code)
+            assert answer.status_code < 500, (operation.path, answer.status_code, answer.text[:500])
+            if answer.status_code >= 400 and answer.status_code != 503:
+                body = answer.json()  # JSON that names the problem
+                assert "error" in body or "detail" in body, body
+
+        check()
+    print("schemathesis statuses:", sorted(seen))
+    assert len(seen) >= 15 and any(400 <= code < 500 for code in seen)
+    assert_no_uploads(server)
