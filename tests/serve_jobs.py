@@ -18,3 +18,7 @@ def hang(*args) -> dict:
 
 def crash(*args) -> dict:
     os.abort()
+
+
+def fail(*args) -> dict:
+    raise RuntimeError("a bug in the job")

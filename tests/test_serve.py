@@ -28,7 +28,7 @@ import torch
 import uvicorn
 from conftest import require_videos
 from fastapi.testclient import TestClient
-from serve_jobs import crash, hang, sleep_then_fail
+from serve_jobs import crash, fail, hang, sleep_then_fail
 from typer.testing import CliRunner
 
 from vidzoo.cli import app as cli_app
@@ -349,6 +349,17 @@ def test_a_hung_or_crashed_decoder_is_contained(client, server, monkeypatch, set
     monkeypatch.undo()
     # The killed workers were replaced (forked from the fork server, models loaded): still serving.
     assert [post(client, CLIPS[k % 2]).status_code for k in range(3)] == [200] * 3
+    assert_no_uploads(server)
+
+
+def test_a_bug_is_a_500_with_its_log_line_and_the_upload_is_deleted(client, server, set_job, caplog):
+    set_job(fail)
+    with caplog.at_level(logging.INFO, logger="vidzoo.serve.access"):
+        answer = TestClient(server.app, raise_server_exceptions=False).post(
+            "/v1/predict", files={"file": ("a.mp4", CLIPS[1].read_bytes())})
+    assert answer.status_code == 500 and answer.json()["error"] == "internal"
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
+    assert [(line["status"], line["id"]) for line in lines] == [(500, answer.json()["request_id"])]
     assert_no_uploads(server)
 
 

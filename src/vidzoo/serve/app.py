@@ -154,7 +154,13 @@ def create_app(models: Sequence[str | os.PathLike], settings: ServeSettings | No
         request.state.id = uuid.uuid4().hex
         request.state.log = {}
         started = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:
+            # A bug, not a bad upload: answered 500 by the server, but still one log line.
+            response = JSONResponse({"error": "internal", "message": "the server failed on this request",
+                                     "request_id": request.state.id}, status_code=500)
+            access_log.exception("request %s failed", request.state.id)
         response.headers["X-Request-ID"] = request.state.id
         line = {"id": request.state.id, "method": request.method, "path": request.url.path,
                 "status": response.status_code,
