@@ -207,7 +207,8 @@ BAD_INPUTS = [
     ("unsupported container (AVI)", VIDEOS / "tiny-ucf101/v_Basketball_g01_c01.avi", "", 415,
      "unsupported_container", "avi files are not accepted"),
     ("too large (3 MiB > 2 MiB)", b"\x00" * (3 * MB), "", 413, "too_large", "limit of 2097152 bytes"),
-    ("too many windows", SHORT, "?window=0.1&stride=0.1", 422, "too_many_windows", "over the limit of 50"),
+    ("too many windows", SHORT, "?window=0.1&stride=0.1", 422, "too_many_windows", "makes 100 windows"),
+    ("a window shorter than a frame", SHORT, "?window=0.001", 422, "bad_option", "less than one frame"),
     ("an unknown model", SHORT, "?model=nope", 404, "unknown_model", "tiny"),
     ("stride without window", SHORT, "?stride=1", 422, "bad_option", "stride needs window"),
 ]

@@ -10,7 +10,6 @@ worker that dies (a segfault in a decoder) only fails its own job; the server ne
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import time
@@ -86,6 +85,7 @@ def predict_job(model_name: str, path: str, options: dict[str, Any], limits: Job
     ``{"error": code, "message": ...}`` for a bad upload (exceptions whose constructors take more
     than a message do not survive the trip back to the server, so errors travel as data).
     """
+    from vidzoo.data.sampling import seconds_to_frames, window_bounds
     from vidzoo.data.video import (
         CorruptVideoError,
         FrameTooLargeError,
@@ -118,9 +118,11 @@ def predict_job(model_name: str, path: str, options: dict[str, Any], limits: Job
         window, stride = options.get("window"), options.get("stride")
         if window is not None:
             stride = stride or window
-            windows = 1 if info.duration <= window else math.ceil((info.duration - window) / stride) + 1
+            # Counted as predict_windows will cut them (a window shorter than a frame is its ValueError).
+            windows = len(window_bounds(info.num_frames, seconds_to_frames(window, info.fps),
+                                        seconds_to_frames(stride, info.fps)))
             if windows > limits.max_windows:
-                raise JobError("too_many_windows", f"window {window:g} s every {stride:g} s makes about {windows} "
+                raise JobError("too_many_windows", f"window {window:g} s every {stride:g} s makes {windows} "
                                f"windows of this {info.duration:.1f} s video, over the limit of {limits.max_windows}")
         with _ForwardTimer(model) as timer:
             prediction = predict_video(model, path, top_k=options["top_k"], clips_per_video=options.get("clips"))
