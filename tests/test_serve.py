@@ -180,6 +180,15 @@ def test_access_log_has_one_json_line_per_request(client, caplog):
     assert lines[1]["error"] == "not_a_video" and lines[1]["upload_bytes"] == 18
 
 
+def test_serve_command_refuses_bad_arguments_in_one_line(model_file, tmp_path):
+    runner = CliRunner()
+    for args, words in [([tmp_path / "nope.safetensors"], "not a safetensors file"),
+                        ([model_file, "--containers", "mp4,flv"], "unknown containers ['flv']"),
+                        ([model_file, model_file], "different names")]:
+        result = runner.invoke(cli_app, ["serve", *map(str, args)])
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
+
+
 # --------------------------------------------------------------------------- bad input and limits
 
 
