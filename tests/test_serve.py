@@ -153,6 +153,13 @@ def test_timeline_equals_vidzoo_predict_windows(client, server, model_file):
     assert_no_uploads(server)
 
 
+def test_av1_decoded_by_libdav1d_counts_as_av1(client, server):
+    answer = post(client, VIDEOS / "mp4parse-testdata/mp4parse/tests/tiny_av1.mp4")  # 64x64, one frame
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["video"]["codec"] == "av1"
+    assert_no_uploads(server)
+
+
 def test_models_health_ready_and_docs(client):
     models = client.get("/v1/models").json()
     (model,) = models["models"]

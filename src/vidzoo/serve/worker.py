@@ -24,6 +24,10 @@ __all__ = ["CONTAINERS", "DEFAULT_CODECS", "JobLimits", "JobError", "predict_job
 CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska", "avi": "avi", "mpegts": "mpegts"}
 DEFAULT_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "mjpeg", "h263")
 
+# FFmpeg names the decoder it picked, which for some codecs is an external library's.
+DECODER_CODECS = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "libvpx-vp9": "vp9",
+                  "libopenh264": "h264"}
+
 _MODELS: dict[str, Any] = {}
 
 
@@ -106,8 +110,9 @@ def predict_job(model_name: str, path: str, options: dict[str, Any], limits: Job
                            f"(accepted: {', '.join(limits.containers)})")
         with VideoReader(path, max_pixels=None) as video:
             info = video.info
-        if info.codec not in limits.codecs:
-            raise JobError("unsupported_codec", f"video codec {info.codec} is not accepted "
+        codec = DECODER_CODECS.get(info.codec, info.codec)
+        if codec not in limits.codecs:
+            raise JobError("unsupported_codec", f"video codec {codec} is not accepted "
                            f"(accepted: {', '.join(limits.codecs)})")
         if info.duration > limits.max_duration_s:
             raise JobError("too_long", f"the video lasts {info.duration:.1f} s, over the limit of "
@@ -153,7 +158,7 @@ def predict_job(model_name: str, path: str, options: dict[str, Any], limits: Job
             "segments": [s.to_dict() for s in merge_segments(timeline)],
         },
         "video": {"duration_s": info.duration, "frames": info.num_frames, "fps": info.fps, "width": info.width,
-                  "height": info.height, "codec": info.codec, "container": container},
+                  "height": info.height, "codec": codec, "container": container},
         "timings": {"decode_s": max(0.0, total - timer.seconds), "inference_s": timer.seconds},
     }
 
