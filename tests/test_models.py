@@ -161,6 +161,11 @@ def test_feature_info_matches_layer_outputs(meta_model: VideoClassifier) -> None
     assert list(outputs) == model.layer_names()
     for info in model.feature_info:
         out = outputs[info.module]
+        if info.layout == "tokens":
+            # (B, N, C): one token per reduction-sized cube of the clip, and maybe a class token.
+            cubes = math.prod(extent // r for extent, r in zip(input_size(model.default_cfg), info.reduction))
+            assert out.shape[0] == 2 and out.shape[2] == info.channels and cubes <= out.shape[1] <= cubes + 1, info
+            continue
         assert out.shape[:2] == (2, info.channels), info
         for size, extent, reduction in zip(out.shape[2:], input_size(model.default_cfg), info.reduction):
             if info.layout == "frames" and reduction > 1:

@@ -112,7 +112,8 @@ def test_predict_cli_window_writes_segments_json_and_a_timeline_png(tiny_model, 
     model_file = save_model(tiny_model, tmp_path / "tiny.safetensors")
     runner = CliRunner()
     result = runner.invoke(app, ["predict", str(model_file), str(SHORT), "--window", "2", "--stride", "1",
-                                 "--top-k", "2", "--json", "--plot", str(tmp_path / "plots")])
+                                 "--engine", "eager", "--precision", "fp32", "--top-k", "2", "--json",
+                                 "--plot", str(tmp_path / "plots")])
     assert result.exit_code == 0, result.output
     (answer,) = json.loads(result.stdout)
     windows = predict_windows(tiny_model, SHORT, window=2, stride=1, top_k=2)

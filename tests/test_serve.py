@@ -108,9 +108,11 @@ def assert_no_uploads(server) -> None:
 
 
 def cli_predict(*args) -> list[dict]:
-    result = CliRunner().invoke(cli_app, ["predict", *map(str, args), "--json"])
+    # The server's workers run eager fp32 (ServeSettings' default engine in these tests).
+    result = CliRunner().invoke(cli_app, ["predict", *map(str, args), "--json", "--engine", "eager",
+                                          "--precision", "fp32"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 # --------------------------------------------------------------------------- answers

@@ -34,7 +34,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,10 @@ from vidzoo.export import OnnxModel, export_model
 from vidzoo.fileio import write_atomically
 from vidzoo.model_file import tensors_sha256
 from vidzoo.models._base import VideoClassifier
+from vidzoo.weights import HF_HUB_PREFIX
 
-__all__ = ["ENGINES", "PRECISIONS", "AGREEMENT", "PROB_TOLERANCE", "Engine", "Variant", "Measurement",
-           "build_engine", "hardware", "load_inference_model", "cache_dir"]
+__all__ = ["ENGINES", "PRECISIONS", "AGREEMENT", "PROB_TOLERANCE", "FEATURE_COSINE", "Engine", "Variant",
+           "Measurement", "build_engine", "build_feature_engine", "inference_engine", "hardware", "load_inference_model", "cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ ENGINES = ("auto", "eager", "compile", "onnxruntime")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AGREEMENT = 0.99  # share of calibration clips whose top-1 must equal the fp32 reference's
 PROB_TOLERANCE = 0.01  # largest allowed |p - p_fp32| over calibration clips and classes
+FEATURE_COSINE = 0.999  # features: smallest allowed cosine similarity to the fp32 features, per clip
 DEFAULT_BATCH = 8
 # What compile and ONNX Runtime must repay before auto tries them: setup seconds (measured ones
 # replace these in the cache) and the speed-up over the best eager variant they are assumed to give.
@@ -109,8 +111,9 @@ class Engine:
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], *, variant: Variant, batch_size: int,
                  fixed_batch: bool, clip_spec: ClipSpec, classes: Sequence[str] | None, num_classes: int, name: str,
-                 summary: str, measurements: list[Measurement] | None = None):
+                 summary: str, measurements: list[Measurement] | None = None, model: nn.Module | None = None):
         self._forward = forward
+        self._model = model
         self.variant, self.batch_size, self.fixed_batch = variant, batch_size, fixed_batch
         self.clip_spec, self.num_classes, self.name = clip_spec, num_classes, name
         self.classes = list(classes) if classes is not None else None
@@ -127,6 +130,18 @@ class Engine:
                 chunk = torch.cat([chunk, chunk[-1:].expand(self.batch_size - n, *chunk.shape[1:])])
             outs.append(self._forward(chunk)[:n].float().cpu())
         return torch.cat(outs) if outs else torch.empty(0, self.num_classes)
+
+    def close(self) -> None:
+        """Give the model its usual (contiguous) memory format back: channels-last weights
+        cannot be saved as safetensors, and training expects the usual layout."""
+        if self._model is not None and self.variant.channels_last:
+            _set_memory_format(self._model, False)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- the machine
@@ -173,14 +188,14 @@ def cache_dir() -> Path:
 
 
 def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> VideoClassifier | OnnxModel:
-    """A vidzoo model file (``.safetensors``) as a model, or an exported ``.onnx`` file as an
-    `OnnxModel`: what ``predict``, ``eval`` and ``serve`` accept."""
+    """A vidzoo model file (``.safetensors``, or ``hf-hub:ORG/NAME[@REV]`` for one on the Hugging
+    Face hub) as a model, or an exported ``.onnx`` file as an `OnnxModel`: what ``predict``,
+    ``eval`` and ``serve`` accept."""
     from vidzoo.models.factory import load_model
 
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return OnnxModel(path, device=device)
-    return load_model(path, map_location=device)
+    if Path(path).suffix.lower() == ".onnx" and not os.fspath(path).startswith(HF_HUB_PREFIX):
+        return OnnxModel(Path(path), device=device)
+    return load_model(path, map_location=device)  # a path, or hf-hub:ORG/NAME for a model file on the hub
 
 
 # --------------------------------------------------------------------------- variants
@@ -199,12 +214,14 @@ def _set_memory_format(model: nn.Module, channels_last: bool) -> None:
             tensor.data = tensor.data.contiguous(memory_format=fmt)
 
 
-def _torch_forward(model: nn.Module, variant: Variant, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def _torch_forward(model: nn.Module, variant: Variant, device: torch.device,
+                   function: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`variant` of ``model(clips)``, or of `function` (a function of the clips that runs `model`)."""
     _set_memory_format(model, variant.channels_last)
     dtype = _DTYPES[variant.precision]
-    run = model
+    run = function or model
     if variant.engine == "compile":
-        run = torch.compile(model, dynamic=False, options={"freezing": True})
+        run = torch.compile(run, dynamic=False, options={"freezing": True})
 
     def forward(clips: torch.Tensor) -> torch.Tensor:
         clips = clips.to(device, non_blocking=True)
@@ -326,18 +343,20 @@ def build_engine(
         return _onnx_file_engine(model, engine, precision, batch_size)
     model = model.to(device).eval()
     spec = model.clip_spec
-    shape = (model.default_cfg.in_chans, spec.frames, spec.height, spec.width)
+    shape = _clip_shape(model)
     info = hardware(device)
-    common = dict(clip_spec=spec, classes=model.classes, num_classes=model.num_classes, name=model.default_cfg.arch)
+    common = dict(clip_spec=spec, classes=model.classes, num_classes=_num_classes(model), name=_name(model))
     _check_precision(precision, info, device)
 
     # Forced: no measuring needed.
     if engine != "auto" and precision != "auto":
-        variant = Variant(engine, precision, channels_last=engine != "onnxruntime")
+        # Forced fp32 eager is the reference computation itself: the usual memory format.
+        channels_last = engine != "onnxruntime" and not (engine == "eager" and precision == "fp32")
+        variant = Variant(engine, precision, channels_last=channels_last)
         batch = batch_size or DEFAULT_BATCH
         return Engine(_build(model, variant, device, _model_hash(model)), variant=variant, batch_size=batch,
                       fixed_batch=engine == "compile", summary=f"engine: {variant.describe()}, batch {batch} (as asked)",
-                      **common)
+                      model=model, **common)
 
     batch = batch_size or DEFAULT_BATCH
     model_hash = _model_hash(model)
@@ -351,7 +370,7 @@ def build_engine(
             return Engine(_build(model, variant, device, model_hash), variant=variant, batch_size=batch,
                           fixed_batch=False, summary=f"engine: {variant.describe()}, batch {batch} (a job of "
                           f"{job_clips} clips is too short to calibrate; the choice is cached once a longer one has)",
-                          **common)
+                          model=model, **common)
         measurements = _calibrate(model, device, clips, batch, info, model_hash, try_batches=batch_size is None)
     measured_now = not cached
     while True:
@@ -367,7 +386,37 @@ def build_engine(
     source = "from cached measurements" if cached else f"measured on {len(clips)} calibration clips"
     summary = f"engine: {choice.variant.describe()}, batch {choice.batch_size} ({why}; {source})"
     return Engine(forward, variant=choice.variant, batch_size=choice.batch_size,
-                  fixed_batch=choice.variant.engine == "compile", measurements=measurements, summary=summary, **common)
+                  fixed_batch=choice.variant.engine == "compile", measurements=measurements, summary=summary,
+                  model=model, **common)
+
+
+@contextlib.contextmanager
+def inference_engine(
+    model: VideoClassifier | OnnxModel | Engine,
+    *,
+    engine: str = "eager",
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    batch_size: int | None = None,
+    calibration: torch.Tensor | None = None,
+    job_clips: int | None = None,
+) -> Iterator[Engine]:
+    """`build_engine` for the length of a ``with`` block: an `Engine` passed in is used as it is
+    (so a command builds one for many videos); a model is given back afterwards in its train/eval
+    mode and memory format. The defaults are the reference computation (eager fp32); the
+    commands default to ``auto``."""
+    if isinstance(model, Engine):
+        yield model
+        return
+    was_training = getattr(model, "training", False)
+    built = build_engine(model, engine=engine, precision=precision, device=device, batch_size=batch_size,
+                         calibration=calibration, job_clips=job_clips)
+    try:
+        yield built
+    finally:
+        built.close()
+        if isinstance(model, nn.Module):
+            model.train(was_training)
 
 
 # Forwards built while calibrating, reused when their variant wins (a compiled graph is costly).
@@ -378,6 +427,22 @@ def _build(model: VideoClassifier, variant: Variant, device: torch.device, model
     if variant.engine == "onnxruntime":
         return _onnx_forward(model, device, model_hash)
     return _torch_forward(model, variant, device)
+
+
+# Any module with a ``clip_spec`` and ``classes`` runs: the rest has defaults.
+def _clip_shape(model: nn.Module) -> tuple[int, ...]:
+    spec = model.clip_spec
+    cfg = getattr(model, "default_cfg", None)
+    return (getattr(cfg, "in_chans", 3), spec.frames, spec.height, spec.width)
+
+
+def _name(model: nn.Module) -> str:
+    cfg = getattr(model, "default_cfg", None)
+    return getattr(cfg, "arch", type(model).__name__)
+
+
+def _num_classes(model: nn.Module) -> int:
+    return getattr(model, "num_classes", None) or len(model.classes or [])
 
 
 def _model_hash(model: VideoClassifier) -> str:
@@ -522,3 +587,66 @@ def _onnx_file_engine(model: OnnxModel, engine: str, precision: str, batch_size:
     return Engine(model, variant=variant, batch_size=batch, fixed_batch=False, clip_spec=model.clip_spec,
                   classes=model.classes, num_classes=model.num_classes, name=model.name,
                   summary=f"engine: onnxruntime fp32, batch {batch} (an exported ONNX file)")
+
+
+# --------------------------------------------------------------------------- features
+
+
+def build_feature_engine(
+    model: VideoClassifier,
+    function: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    engine: str = "auto",
+    precision: str = "auto",
+    device: str | torch.device = "cpu",
+    batch_size: int = DEFAULT_BATCH,
+    calibration: torch.Tensor | None = None,
+    job_clips: int | None = None,
+) -> Engine:
+    """An `Engine` for `function` (clips to feature vectors, running `model`), as ``vidzoo extract``
+    uses. There are no classes to agree on, so ``precision="auto"`` keeps bf16 only when every
+    calibration clip's features have a cosine similarity of at least `FEATURE_COSINE` with the
+    fp32 ones, and it is faster. ``engine``: ``auto`` and ``eager`` run eagerly, ``compile``
+    compiles the chosen precision; ONNX Runtime runs exported classifiers, whose graph ends at
+    the logits, so it is refused here."""
+    if engine not in ENGINES or engine == "onnxruntime":
+        raise ValueError(f"feature extraction runs on engine auto, eager or compile, got {engine!r} (an exported "
+                         "ONNX file computes logits only)")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    spec = model.clip_spec
+    info = hardware(device)
+    _check_precision(precision, info, device)
+    kind = "compile" if engine == "compile" else "eager"
+    common = dict(clip_spec=spec, classes=model.classes, num_classes=0, name=_name(model), model=model)
+
+    def finish(variant: Variant, why: str, measurements: list[Measurement] | None = None) -> Engine:
+        return Engine(_torch_forward(model, variant, device, function), variant=variant, batch_size=batch_size,
+                      fixed_batch=variant.engine == "compile", summary=f"engine: {variant.describe()}, batch "
+                      f"{batch_size} ({why})", measurements=measurements, **common)
+
+    if precision != "auto":
+        return finish(Variant(kind, precision, precision != "fp32"), "as asked")
+    clips = _calibration_clips(calibration, batch_size, _clip_shape(model))
+    if not info["bf16"]:
+        return finish(Variant(kind, "fp32", False), "no native bf16 here")
+    if job_clips is not None and job_clips < 4 * len(clips):
+        return finish(Variant(kind, "fp32", False), f"a job of {job_clips} clips is too short to calibrate")
+    measurements = []
+    reference = None
+    for variant in (Variant("eager", "fp32", False), Variant("eager", "bf16", True)):
+        feats, setup, rate = _timed(_torch_forward(model, variant, device, function), clips, batch_size)
+        reference = feats if reference is None else reference
+        cosine = float(torch.nn.functional.cosine_similarity(feats.flatten(1), reference.flatten(1), dim=1).min())
+        # Stored in the fields a classifier's calibration uses: agreement 1 or 0 by the cosine rule.
+        measurements.append(Measurement(variant, batch_size, rate, float(cosine >= FEATURE_COSINE), 1 - cosine, setup))
+    _set_memory_format(model, False)
+    fp32, bf16 = measurements
+    if bf16.accurate and bf16.clips_per_s > fp32.clips_per_s:
+        why = f"{bf16.clips_per_s / fp32.clips_per_s:.1f}x fp32, cosine to fp32 features >= {1 - bf16.max_prob_diff:.4f}"
+        return finish(Variant(kind, "bf16", True), why, measurements)
+    why = (f"bf16 {'slower' if bf16.accurate else f'features differ (cosine {1 - bf16.max_prob_diff:.4f})'}; "
+           f"measured on {len(clips)} clips")
+    return finish(Variant(kind, "fp32", False), why, measurements)

@@ -46,6 +46,7 @@ from vidzoo.distributed import (
     run_chunks,
     videos_fingerprint,
 )
+from vidzoo.engine import inference_engine
 from vidzoo.model_file import tensors_sha256
 from vidzoo.models._base import VideoClassifier
 
@@ -75,6 +76,16 @@ class EvalReport:
     crops: int
     excluded: list[dict[str, str]]  # {video_id, path, reason}
     seconds: float
+    engine: str = ""  # how the model ran: `Engine.summary`
+    clips_per_s: float | None = None  # views scored per second of the scoring loop (decode included)
+    data_wait_share: float | None = None  # share of the scoring loop spent waiting for decoded videos
+
+    # How the run went rather than what it measured: they vary from run to run.
+    RUN_FIELDS = ("seconds", "engine", "clips_per_s", "data_wait_share")
+
+    def figures(self) -> dict[str, Any]:
+        """`to_dict` without `RUN_FIELDS`: what two runs of the same evaluation must agree on."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RUN_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict with the field names as keys."""
@@ -256,6 +267,16 @@ def single_video(batch: list[_Item]) -> _Item:
     return batch[0]
 
 
+def first_views(dataset: CatchingDataset, tries: int = 3) -> torch.Tensor | None:
+    """The views of the first of `dataset`'s first `tries` videos that decodes (None if none
+    does): clips to calibrate an engine on before the job starts."""
+    for index in range(min(tries, len(dataset))):
+        item = dataset[index]
+        if item.views is not None:
+            return item.views
+    return None
+
+
 def clip_spec_for(model: VideoClassifier, clips_per_video: int | None = None, crops: int | None = None) -> ClipSpec:
     """The model's clip description with the views of one command changed (None: the model's)."""
     return model.clip_spec.replace(clips_per_video=clips_per_video, crops=crops)
@@ -267,7 +288,7 @@ def evaluate(
     *,
     clips_per_video: int | None = None,
     crops: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     workers: int = 0,
     skip_bad: bool = False,
     device: str | torch.device = "cpu",
@@ -277,14 +298,22 @@ def evaluate(
     devices: int = 1,
     strategy: str = "auto",
     num_nodes: int = 1,
+    engine: str = "eager",
+    precision: str = "fp32",
 ) -> EvalReport | None:
     """Score `model` on every video of `source` at video level.
 
     Each video gives ``clips_per_video * crops`` views (clips spread over the video, 1 centre
     crop or 3 crops), cut as the model's clip description says (``model.clip_spec``, which a
     model file carries); `clips_per_video` and `crops` change only the views. The model sees at
-    most `batch_size` views per forward pass. Labels are matched to the model's outputs by
-    class name.
+    most `batch_size` views per forward pass (None: the engine's choice). Labels are matched to
+    the model's outputs by class name.
+
+    `engine` and `precision` choose how the model runs (`vidzoo.engine.build_engine`; the
+    default is the reference, eager fp32; ``"auto"`` calibrates on the first video's views).
+    With several processes ``auto`` means eager fp32, so that every process computes alike.
+    Videos are decoded by `workers` processes ahead of the model; the report says the share of
+    the time spent waiting for them (`data_wait_share`).
 
     The videos are scored in chunks of `chunk_size`; with `parts` (a folder) each finished
     chunk is saved there, a rerun after an interruption scores only the others, and the folder
@@ -305,6 +334,8 @@ def evaluate(
             "model.classes"
         )
     for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
+        if name == "batch_size" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     check_launch(devices, strategy, num_nodes, parts)
@@ -313,14 +344,20 @@ def evaluate(
     spec = clip_spec_for(model, clips_per_video, crops)
     chunks = chunk_ranges(len(source), chunk_size)
     processes = launch(device, devices, strategy, num_nodes)
-    store = None if parts is None else ChunkStore(parts, _fingerprint(model, source, spec, chunk_size), "evaluation")
+    if processes.world_size > 1 and "auto" in (engine, precision):
+        engine, precision = "eager", "fp32"  # each process would calibrate, and might choose, on its own
+    store = None if parts is None else ChunkStore(
+        parts, _fingerprint(model, source, spec, chunk_size, f"{engine} {precision}"), "evaluation")
     dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False))
+    calibration = first_views(dataset) if "auto" in (engine, precision) else None
 
-    def compute(index: int, advance: Callable[[], None]) -> Chunk:
-        return _evaluate_chunk(model, dataset, chunks[index], len(classes), batch_size, workers, processes.device,
-                               skip_bad, advance)
+    with inference_engine(model, engine=engine, precision=precision, device=processes.device, batch_size=batch_size,
+                          calibration=calibration, job_clips=len(source) * spec.clips_per_video * spec.crops) as run:
 
-    with inference_mode(model, processes.device):
+        def compute(index: int, advance: Callable[[], None]) -> Chunk:
+            return _evaluate_chunk(run, dataset, chunks[index], len(classes), run.batch_size, workers,
+                                   processes.device, skip_bad, advance)
+
         results = run_chunks(processes, [len(c) for c in chunks], compute, store=store, overwrite=True,
                              progress=progress, label="evaluating")
     if results is None:  # another process than 0: its chunks are on disk
@@ -339,12 +376,18 @@ def evaluate(
         )
     if store is not None:
         store.remove()
+    loop_seconds = sum(chunk.meta.get("seconds", 0.0) for chunk in results)
+    waited = sum(chunk.meta.get("data_wait_seconds", 0.0) for chunk in results)
+    views = sum(int(chunk.arrays["views"].sum()) for chunk in results)
     return EvalReport(
         **tally.metrics(classes),
         clips_per_video=spec.clips_per_video,
         crops=spec.crops,
         excluded=excluded,
         seconds=time.perf_counter() - started,
+        engine=run.summary,
+        clips_per_s=views / loop_seconds if loop_seconds > 0 else None,
+        data_wait_share=waited / loop_seconds if loop_seconds > 0 else None,
     )
 
 
@@ -361,7 +404,15 @@ def _evaluate_chunk(model: nn.Module, dataset: CatchingDataset, videos: range, n
     def take(done: list[tuple[Any, torch.Tensor]]) -> None:
         scored.extend((key, video_scores(logits, key[1], num_classes)) for key, logits in done)
 
-    for item in loader:
+    started = time.perf_counter()
+    waited = 0.0
+    items = iter(loader)
+    while True:
+        asked = time.perf_counter()
+        item = next(items, None)
+        waited += time.perf_counter() - asked
+        if item is None:
+            break
         if item.views is None:
             if not skip_bad:
                 raise VideoDecodeError(item.path, item.error)
@@ -377,14 +428,16 @@ def _evaluate_chunk(model: nn.Module, dataset: CatchingDataset, videos: range, n
         "views": np.array([views for _, (_, _, views) in scored], dtype=np.int64),
         "labels": np.array([label for (_, label), _ in scored], dtype=np.int64),
     }
-    return Chunk(arrays, {"video_ids": [video_id for (video_id, _), _ in scored], "excluded": excluded})
+    return Chunk(arrays, {"video_ids": [video_id for (video_id, _), _ in scored], "excluded": excluded,
+                          "seconds": time.perf_counter() - started, "data_wait_seconds": waited})
 
 
-def _fingerprint(model: VideoClassifier, source: VideoSource, spec: ClipSpec, chunk_size: int) -> dict[str, Any]:
-    """What must match for saved chunks to be reused: the same model, views and videos."""
+def _fingerprint(model: VideoClassifier, source: VideoSource, spec: ClipSpec, chunk_size: int,
+                 engine: str) -> dict[str, Any]:
+    """What must match for saved chunks to be reused: the same model, views, videos and engine."""
     return {"format": "vidzoo-eval-parts", "format_version": 1, "tensors_sha256": tensors_sha256(model.state_dict()),
             "classes": list(source.classes), "clip_spec": spec.model_dump(mode="json"), "chunk_size": chunk_size,
-            **videos_fingerprint(source)}
+            "engine": engine, **videos_fingerprint(source)}
 
 
 # --------------------------------------------------------------------------- writing

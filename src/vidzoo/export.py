@@ -18,7 +18,10 @@ from a real video and on random clips, and the largest logit difference must sta
 re-association gives). Above it, the export fails and no file is written.
 
 `OnnxModel` runs an exported ``.onnx`` file with ONNX Runtime and reads its description back, so
-``vidzoo predict`` and ``vidzoo eval`` accept such a file directly.
+``vidzoo predict`` accepts such a file directly.
+
+A ``.pt2`` file is read back here only right after writing it, to verify it: loading a
+torch.export archive can unpickle parts of it, so load only ``.pt2`` files you trust.
 """
 
 from __future__ import annotations
@@ -330,7 +333,11 @@ def _dynamic_shapes(dynamic_batch: bool) -> dict[str, Any] | None:
 
 
 def _export_onnx(model: VideoClassifier, example: torch.Tensor, dynamic_batch: bool, path: Path, meta: dict):
-    import onnx
+    try:
+        import onnx
+        import onnxscript  # noqa: F401 - torch's dynamo exporter needs it
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs onnx and onnxscript ({e.name} is missing): pip install 'vidzoo[onnx]'") from e
 
     try:
         with _quiet():

@@ -25,6 +25,7 @@ process writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -51,10 +52,12 @@ from vidzoo.distributed import (
     run_chunks,
     videos_fingerprint,
 )
+from vidzoo.engine import build_feature_engine
 from vidzoo.evaluate import (
     CatchingDataset,
     ViewBatcher,
     clip_spec_for,
+    first_views,
     inference_mode,
     single_video,
 )
@@ -62,6 +65,7 @@ from vidzoo.fileio import write_atomically
 from vidzoo.model_file import tensors_sha256
 from vidzoo.models._base import VideoClassifier, pool_features
 from vidzoo.models.factory import create_model, load_model
+from vidzoo.weights import HF_HUB_PREFIX
 
 __all__ = [
     "PRE_LOGITS",
@@ -141,17 +145,18 @@ class Features:
 def resolve_model(
     model: VideoClassifier | str | os.PathLike, pretrained: str | None = None, **kwargs: Any
 ) -> VideoClassifier:
-    """`model` itself, the model in a vidzoo model file, or ``create_model(name,
-    pretrained=pretrained, **kwargs)`` for a registered name."""
+    """`model` itself, the model in a vidzoo model file (``hf-hub:ORG/NAME`` for one on the Hugging
+    Face hub), or ``create_model(name, pretrained=pretrained, **kwargs)`` for a registered name."""
     if isinstance(model, VideoClassifier):
         if pretrained is not None or kwargs:
             raise ValueError("pretrained and model kwargs apply to a registered model name, not to a built model")
         return model
+    is_hub_file = isinstance(model, str) and model.startswith(HF_HUB_PREFIX)
     path = Path(model)
-    if path.is_file():
+    if path.is_file() or is_hub_file:
         if pretrained is not None or kwargs:
             raise ValueError(f"{path} is a model file: it has its weights and arguments, so pretrained/kwargs do not apply")
-        return load_model(path)
+        return load_model(model if is_hub_file else path)
     if path.suffix.lower() == ".safetensors" or os.sep in str(model):
         raise FileNotFoundError(f"model file {path} not found")
     return create_model(str(model), pretrained=pretrained, **kwargs)
@@ -206,6 +211,8 @@ def extract_features(
     devices: int = 1,
     strategy: str = "auto",
     num_nodes: int = 1,
+    engine: str = "eager",
+    precision: str = "fp32",
 ) -> Features | None:
     """Features of every video of `source` at `layer`, one row per video or per clip.
 
@@ -232,6 +239,10 @@ def extract_features(
             machines, as `vidzoo train` takes them (see `vidzoo.distributed.launch`): each process
             extracts its share of the chunks on its own `device`-type device, process 0 writes
             `out` (required with several processes). Returns None on the other processes.
+        engine, precision: how the model runs (`vidzoo.engine.build_feature_engine`; the default
+            is the reference, eager fp32; ``"auto"`` keeps bf16 where it is faster and its
+            features stay within `vidzoo.engine.FEATURE_COSINE` of fp32's). With several
+            processes ``auto`` means fp32, so that every process computes alike.
     """
     out = _check_extract_args(per, batch_size, workers, chunk_size, out, overwrite)
     check_launch(devices, strategy, num_nodes, out)
@@ -248,21 +259,30 @@ def extract_features(
     )
     chunks = chunk_ranges(len(source), chunk_size)
     processes = launch(device, devices, strategy, num_nodes)
+    if processes.world_size > 1 and "auto" in (engine, precision):
+        engine, precision = "eager", "fp32"  # each process would calibrate, and might choose, on its own
     store = None
     if out is not None:
-        store = ChunkStore(out.with_name(out.name + ".parts"), _fingerprint(template, source, chunk_size), "extraction")
+        store = ChunkStore(out.with_name(out.name + ".parts"),
+                           _fingerprint(template, source, chunk_size, f"{engine} {precision}"), "extraction")
     dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False))
+    calibration = first_views(dataset) if "auto" in (engine, precision) else None
 
-    def compute(index: int, advance: Callable[[], None]) -> Chunk:
-        return _extract_chunk(feature_fn, dataset, chunks[index], per, batch_size, workers, processes.device,
-                              skip_bad, advance)
+    with inference_mode(model, processes.device), contextlib.closing(build_feature_engine(
+            model, feature_fn, engine=engine, precision=precision, device=processes.device, batch_size=batch_size,
+            calibration=calibration, job_clips=len(source) * clips_per_video)) as run:
 
-    with inference_mode(model, processes.device):
+        def compute(index: int, advance: Callable[[], None]) -> Chunk:
+            return _extract_chunk(run, dataset, chunks[index], per, batch_size, workers, processes.device,
+                                  skip_bad, advance)
+
         results = run_chunks(processes, [len(c) for c in chunks], compute, store=store, overwrite=overwrite,
                              progress=progress, label="extracting", on_chunk=on_chunk)
+
     if results is None:  # another process than 0: its chunks are on disk
         return None
     features = _merge_chunks(template, results, source)
+    features.model["engine"] = run.summary  # how these numbers were computed, in the sidecar too
     if out is not None:
         save_features(features, out, overwrite=overwrite)
         store.remove()
@@ -356,14 +376,14 @@ def _extract_chunk(
 # --------------------------------------------------------------------------- resuming
 
 
-def _fingerprint(template: Features, source: VideoSource, chunk_size: int) -> dict[str, Any]:
+def _fingerprint(template: Features, source: VideoSource, chunk_size: int, engine: str) -> dict[str, Any]:
     """What must match for finished chunks to be reused: the same computation on the same videos."""
     return {
         # The model is its weights and arguments, wherever its file now lies.
         "format": FORMAT, "format_version": FORMAT_VERSION, "layer": template.layer,
         "model": {k: v for k, v in template.model.items() if k != "file"},
         "per": template.per, "clips_per_video": template.clips_per_video, "clip_spec": template.clip_spec, "chunk_size": chunk_size,
-        **videos_fingerprint(source),
+        "engine": engine, **videos_fingerprint(source),
     }
 
 

@@ -2,11 +2,14 @@
 
 Both cut clips through the model's clip description and the same `ClipPipeline` as training and
 evaluation (frames, stride, sampling, crop size, normalisation), so a prediction sees what
-evaluation sees.
+evaluation sees. The model is a vidzoo model, an exported ``.onnx`` file loaded as an `OnnxModel`,
+or an `Engine` built once for many videos (`vidzoo.engine`); `engine` and `precision` choose how
+a model runs when it is not already an `Engine`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -17,12 +20,16 @@ import torch
 from vidzoo.data.pipeline import ClipPipeline
 from vidzoo.data.sampling import seconds_to_frames, window_bounds
 from vidzoo.data.video import VideoReader
-from vidzoo.evaluate import clip_spec_for, inference_mode
+from vidzoo.engine import Engine, inference_engine
+from vidzoo.evaluate import clip_spec_for
+from vidzoo.export import OnnxModel
 from vidzoo.models._base import VideoClassifier
 from vidzoo.models.factory import default_class_names
 
 __all__ = ["VideoPrediction", "WindowPrediction", "Segment", "predict_video", "predict_windows", "merge_segments",
-           "class_names"]
+           "class_names", "video_views"]
+
+Runnable = VideoClassifier | OnnxModel | Engine
 
 
 @dataclass
@@ -54,35 +61,44 @@ class WindowPrediction:
         return {"start_s": self.start_s, "end_s": self.end_s, "top": _top_dicts(self.top)}
 
 
-def class_names(model: VideoClassifier) -> list[str]:
+def class_names(model: Runnable) -> list[str]:
     """`model.classes`, or ``class_000``, ``class_001``, ... when the model has none."""
     return list(model.classes) if model.classes is not None else default_class_names(model.num_classes)
 
 
+def video_views(model: Runnable, path: str | os.PathLike, clips_per_video: int | None = None,
+                crops: int | None = None) -> tuple[torch.Tensor, Any]:
+    """The views of a video as the model's clip description cuts them, and the video's info."""
+    pipeline = ClipPipeline(clip_spec_for(model, clips_per_video, crops), train=False)
+    with VideoReader(path) as video:
+        return pipeline.views(video), video.info
+
+
 def predict_video(
-    model: VideoClassifier,
+    model: Runnable,
     path: str | os.PathLike,
     *,
     top_k: int = 5,
     clips_per_video: int | None = None,
     crops: int | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
+    engine: str = "eager",
+    precision: str = "fp32",
 ) -> VideoPrediction:
     """Classify a whole video from its views, cut as the model's clip description says
     (``clips_per_video`` clips spread evenly over it, ``crops`` crops each; None: the model's),
     their softmax averaged. `top` holds the min(top_k, classes) most probable classes. The model
-    sees at most `batch_size` views per forward pass. Raises VideoDecodeError (naming the file)
-    if the video cannot be read."""
+    sees at most `batch_size` views per forward pass (None: the engine's choice). Raises
+    VideoDecodeError (naming the file) if the video cannot be read."""
     top_k = _check_positive_int("top_k", top_k)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    pipeline = ClipPipeline(clip_spec_for(model, clips_per_video, crops), train=False)
+    if batch_size is not None:
+        batch_size = _check_positive_int("batch_size", batch_size)
     names = class_names(model)
-    with VideoReader(path) as video:
-        info = video.info
-        views = pipeline.views(video)
-    with inference_mode(model, device):
-        logits = torch.cat([model(chunk.to(device)).float().cpu() for chunk in views.split(batch_size)])
+    views, info = video_views(model, path, clips_per_video, crops)
+    with inference_engine(model, engine=engine, precision=precision, device=device, batch_size=batch_size,
+                          calibration=views, job_clips=len(views)) as run:
+        logits = run(views)
     probs = logits.softmax(dim=1).mean(dim=0)
     return VideoPrediction(
         path=str(path),
@@ -95,7 +111,7 @@ def predict_video(
 
 
 def predict_windows(
-    model: VideoClassifier,
+    model: Runnable,
     path: str | os.PathLike,
     *,
     window: float,
@@ -103,6 +119,8 @@ def predict_windows(
     top_k: int = 5,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    engine: str = "eager",
+    precision: str = "fp32",
 ) -> list[WindowPrediction]:
     """Classify consecutive windows of `window` seconds, starting every `stride` seconds.
 
@@ -120,13 +138,18 @@ def predict_windows(
     pipeline = ClipPipeline(clip_spec_for(model, crops=1), train=False)
     names = class_names(model)
     out: list[WindowPrediction] = []
-    with VideoReader(path) as video, inference_mode(model, device):
+    with VideoReader(path) as video, contextlib.ExitStack() as stack:
         fps = video.fps
         bounds = window_bounds(video.num_frames, seconds_to_frames(window, fps), seconds_to_frames(stride, fps))
+        run = None
         for first in range(0, len(bounds), batch_size):
             batch = bounds[first : first + batch_size]
             clips = pipeline.clips_at(video, pipeline.window_indices(batch, fps))
-            probs = model(clips.to(device)).float().softmax(dim=1).cpu()
+            if run is None:  # calibrated on the first windows' clips
+                run = stack.enter_context(inference_engine(
+                    model, engine=engine, precision=precision, device=device, batch_size=batch_size,
+                    calibration=clips, job_clips=len(bounds)))
+            probs = run(clips).softmax(dim=1)
             out.extend(
                 WindowPrediction(float(start / fps), float(end / fps), _top(p, names, top_k))
                 for (start, end), p in zip(batch, probs)

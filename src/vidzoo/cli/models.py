@@ -106,7 +106,8 @@ def _pretrained_table(pattern: Optional[str], as_json: bool) -> None:
 
 @user_errors
 def info(
-    model_file: Path = typer.Argument(..., help="A vidzoo model file (.safetensors)."),
+    model_file: str = typer.Argument(..., help="A vidzoo model file (.safetensors), or hf-hub:ORG/NAME[@REVISION] for "
+                                     "one on the Hugging Face hub."),
     full: bool = typer.Option(False, "--full", help="Show every class name, and an imported Keras model's whole "
                               "model_config."),
 ) -> None:
@@ -116,8 +117,9 @@ def info(
     extra.keras says where it came from: the source file and its SHA-256, the input scaling and
     where the class names came from (classes_source)."""
     from vidzoo.model_file import read_model_metadata
+    from vidzoo.weights import resolve_model_file
 
-    meta = read_model_metadata(model_file)
+    meta = read_model_metadata(resolve_model_file(model_file))
     config = meta.get("model_args", {}).get("model_config")
     if not full:
         if isinstance(config, dict):  # an imported Keras model's architecture: long

@@ -10,7 +10,10 @@ import typer
 from vidzoo.cli._common import (
     DEVICES_HELP,
     DISTRIBUTED,
+    ENGINE_HELP,
+    INFERENCE,
     NUM_NODES_HELP,
+    PRECISION_HELP,
     STRATEGY_HELP,
     console,
     err_console,
@@ -18,20 +21,24 @@ from vidzoo.cli._common import (
     user_errors,
 )
 
+MODEL_FILE_HELP = "A vidzoo model file, or hf-hub:ORG/NAME[@REVISION] for one on the Hugging Face hub."
 CLIPS_HELP = "Clips per video, spread evenly over it (default: the model file's clips_per_video)."
 CROPS_HELP = "Crops per clip: 1 (centre) or 3 (along the long side) (default: the model file's)."
 
 
 @user_errors
 def eval_command(
-    model_file: Path = typer.Argument(..., help="A vidzoo model file."),
+    model_file: str = typer.Argument(..., help=MODEL_FILE_HELP),
     data: str = typer.Argument(..., help="Test videos: a folder per class or a CSV/TSV file."),
     clips_per_video: Optional[int] = typer.Option(None, min=1, help=CLIPS_HELP),
     crops: Optional[int] = typer.Option(None, min=1, max=3, help=CROPS_HELP),
-    batch_size: int = typer.Option(8, help="Views per forward pass (bounds memory)."),
-    workers: int = typer.Option(2, help="DataLoader worker processes."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Views per forward pass (default: the engine's "
+                                             "choice, 8 when forced)."),
+    workers: int = typer.Option(2, help="DataLoader worker processes: they decode ahead of the model."),
     skip_bad: bool = typer.Option(False, help="Exclude videos that fail to decode, and report them."),
     device: str = typer.Option("cpu", help="torch device."),
+    engine: str = typer.Option("auto", rich_help_panel=INFERENCE, help=ENGINE_HELP),
+    precision: str = typer.Option("auto", rich_help_panel=INFERENCE, help=PRECISION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     out: Optional[Path] = typer.Option(None, help="Write report.json, confusion.csv and confusion.png here; "
                                        "finished chunks of videos wait in OUT/parts, so a rerun resumes."),
@@ -52,7 +59,7 @@ def eval_command(
     report = evaluate(model, load_source(data), clips_per_video=clips_per_video, crops=crops, batch_size=batch_size,
                       workers=workers, skip_bad=skip_bad, device=device, progress=not as_json, chunk_size=chunk_size,
                       parts=None if out is None else out / "parts", devices=devices, strategy=strategy,
-                      num_nodes=num_nodes)
+                      num_nodes=num_nodes, engine=engine, precision=precision)
     if report is None:  # a process other than 0 of a distributed run: process 0 reports
         return
     if out is not None:
@@ -67,6 +74,9 @@ def eval_command(
                   f"video accuracy: {report.video_accuracy:.2%}{top_k}  "
                   f"mean class accuracy: {report.mean_class_accuracy:.2%}  "
                   f"({report.clips_per_video} clip(s) x {report.crops} crop(s) per video)", soft_wrap=True)
+    if report.data_wait_share is not None:
+        console.print(f"{report.clips_per_s:.1f} clips/s, {report.data_wait_share:.0%} of the time waiting for "
+                      f"decoded videos ({workers} worker(s)); {report.engine}", highlight=False, soft_wrap=True)
     if report.excluded:
         console.print(f"[yellow]excluded {len(report.excluded)} video(s) that failed to decode:[/]")
         for item in report.excluded:
@@ -94,7 +104,7 @@ def _print_per_class(report) -> None:
 
 @user_errors
 def predict(
-    model_file: Path = typer.Argument(..., help="A vidzoo model file."),
+    model_file: str = typer.Argument(..., help=MODEL_FILE_HELP[:-1] + ", or an ONNX file from `vidzoo export`."),
     videos: List[Path] = typer.Argument(..., help="Video files."),
     top_k: int = typer.Option(5, help="Labels to show per video."),
     clips_per_video: Optional[int] = typer.Option(None, min=1, help=CLIPS_HELP),
@@ -102,6 +112,10 @@ def predict(
     stride: Optional[float] = typer.Option(None, help="Seconds between window starts (default: --window)."),
     skip_bad: bool = typer.Option(False, help="A video that fails to decode is listed and does not fail the command."),
     device: str = typer.Option("cpu", help="torch device."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Clips per forward pass (default: the engine's "
+                                             "choice, 8 when forced)."),
+    engine: str = typer.Option("auto", rich_help_panel=INFERENCE, help=ENGINE_HELP),
+    precision: str = typer.Option("auto", rich_help_panel=INFERENCE, help=PRECISION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     plot: Optional[Path] = typer.Option(None, help="With --window: write each video's timeline, "
                                         "PLOT/<video name>.timeline.png (probabilities of the top classes "
@@ -109,36 +123,48 @@ def predict(
 ) -> None:
     """Top-k labels per video, or per time window with --window/--stride: then also the segments
     where the top-1 label stays the same, and with --plot a timeline PNG per video. Every video
-    gets its answer or its error; the exit code is 1 when a video failed (0 with --skip-bad)."""
+    gets its answer or its error; the exit code is 1 when a video failed (0 with --skip-bad). The
+    model runs as --engine/--precision say (auto: measured, said in one line on stderr)."""
     from vidzoo.data.video import VideoDecodeError
-    from vidzoo.models.factory import load_model
-    from vidzoo.predict import merge_segments, predict_video, predict_windows
+    from vidzoo.engine import inference_engine, load_inference_model
+    from vidzoo.predict import merge_segments, predict_video, predict_windows, video_views
 
     if plot is not None and window is None:
         raise ValueError("--plot draws the timeline of --window predictions: give --window too")
     results = []
-    model = load_model(model_file)
+    model = load_inference_model(model_file, device=device)
+    calibration = None
+    if "auto" in (engine, precision):  # the first video that decodes gives the calibration clips
+        for video in videos:
+            try:
+                calibration = video_views(model, video, clips_per_video)[0]
+                break
+            except VideoDecodeError:
+                continue
+    per_video = 1 if window is not None else (clips_per_video or model.clip_spec.clips_per_video) * model.clip_spec.crops
     plotted: set[str] = set()
-    for video in videos:
-        try:
-            if window is not None:
-                # Every class's probability per window (the plot draws the top classes over
-                # time); the answer lists the top_k of each.
-                windows = predict_windows(model, video, window=window, stride=stride or window,
-                                          top_k=model.num_classes, device=device)
-                segments = [s.to_dict() for s in merge_segments(windows)]
-                full = [w.to_dict() for w in windows]
-                results.append({"path": str(video), "windows": [w | {"top": w["top"][:top_k]} for w in full],
-                                "segments": segments})
-                if plot is not None:
-                    results[-1]["plot"] = str(_plot_timeline(full, segments, plot, Path(video), plotted))
-            else:
-                results.append(predict_video(model, video, top_k=top_k, clips_per_video=clips_per_video,
-                                             device=device).to_dict())
-        except VideoDecodeError as e:
-            results.append({"path": str(video), "error": type(e).__name__, "reason": e.reason})
-        if not as_json:
-            _print_prediction(results[-1])
+    with inference_engine(model, engine=engine, precision=precision, device=device, batch_size=batch_size,
+                          calibration=calibration, job_clips=len(videos) * per_video) as run:
+        err_console.print(run.summary, highlight=False, soft_wrap=True)
+        for video in videos:
+            try:
+                if window is not None:
+                    # Every class's probability per window (the plot draws the top classes over
+                    # time); the answer lists the top_k of each.
+                    windows = predict_windows(run, video, window=window, stride=stride or window,
+                                              top_k=run.num_classes, batch_size=run.batch_size)
+                    segments = [s.to_dict() for s in merge_segments(windows)]
+                    full = [w.to_dict() for w in windows]
+                    results.append({"path": str(video), "windows": [w | {"top": w["top"][:top_k]} for w in full],
+                                    "segments": segments})
+                    if plot is not None:
+                        results[-1]["plot"] = str(_plot_timeline(full, segments, plot, Path(video), plotted))
+                else:
+                    results.append(predict_video(run, video, top_k=top_k, clips_per_video=clips_per_video).to_dict())
+            except VideoDecodeError as e:
+                results.append({"path": str(video), "error": type(e).__name__, "reason": e.reason})
+            if not as_json:
+                _print_prediction(results[-1])
     if as_json:
         print_json(results)
     failed = [r for r in results if "error" in r]

@@ -243,6 +243,8 @@ class VideoClassifier(nn.Module, abc.ABC):
             def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
                 if name in captured:
                     return  # a module called twice: its first call is the layer's output
+                if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+                    output = output[0]  # transformers' blocks return (hidden states, attentions...)
                 if not isinstance(output, torch.Tensor):
                     raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
                 captured[name] = output

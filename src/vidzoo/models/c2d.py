@@ -33,6 +33,7 @@ from vidzoo.models._base import (
 from vidzoo.models._layers import (
     BACKBONES,
     FrameEncoder,
+    efficientnet_lite0_package_weights,
     resolve_backbone,
     timm_imagenet_weights,
 )
@@ -70,8 +71,9 @@ class C2D(VideoClassifier):
     ``num_features`` is the backbone's pooled width: 2048 for ResNet50, InceptionV3 and
     Xception, 1664/1920 for DenseNet169/201, 1536 for InceptionResNetV2, 1024/1280 for
     MobileNet v1/v2 and 4096 for VGG16/19, whose timm models keep fc6 and fc7 (as 7x7 and
-    1x1 convolutions, like Keras VGG's fc1/fc2) in front of the classifier. The clip's norm is
-    timm's mean/std for the backbone; the zoo's Keras models instead took [0, 1] pixels.
+    1x1 convolutions, like Keras VGG's fc1/fc2) in front of the classifier, and 1280 for
+    EfficientNet-Lite0. The clip's norm is timm's mean/std for the backbone; the zoo's Keras
+    models instead took [0, 1] pixels.
     """
 
     def __init__(
@@ -155,13 +157,21 @@ _ZOO_CODES = {
     "vgg16": "VGG16", "vgg19": "VGG19",
 }
 
+# Weights beyond timm's ImageNet ones: EfficientNet-Lite0's from a pip package, its ImageNet
+# classifier included (a 1000-class C2D is an ImageNet classifier of the clip's frames).
+_MORE_WEIGHTS = {
+    "efficientnet_lite0": {"imagenet_package": efficientnet_lite0_package_weights(
+        with_head=True, clip=ClipSpec(frames=16, sampling="segment", size=224, resize_short=256,
+                                      norm={"mean": [0.5] * 3, "std": [0.5] * 3}))},
+}
+
 for _name, _backbone in BACKBONES.items():
+    _code = f" (MiT zoo code {_ZOO_CODES[_name]})" if _name in _ZOO_CODES else ""
     register_model(
         f"c2d_{_name}", C2D, fixed={"backbone": _name},
         test_args={"frames": _TEST_FRAMES, "size": max(32, _backbone.min_size)},
-        weights={"imagenet": timm_imagenet_weights(_backbone.timm_name)},
-        description=f"{_name} (timm {_backbone.timm_name}) on every frame, averaged over time "
-                    f"(MiT zoo code {_ZOO_CODES[_name]})",
+        weights={"imagenet": timm_imagenet_weights(_backbone.timm_name), **_MORE_WEIGHTS.get(_name, {})},
+        description=f"{_name} (timm {_backbone.timm_name}) on every frame, averaged over time{_code}",
     )
 
 register_model(

@@ -3,7 +3,8 @@ and turn models into model files and back.
 
     create_model(name, num_classes, pretrained, **args)
         registry entry --check args--> model_cls(**fixed, **args)
-        --pretrained: a tag's Weights entry or a file--> load_pretrained (head replaced if needed)
+        --pretrained: a tag's Weights entry, a file (or hf-hub:ORG/NAME), or what the family
+          reads itself (a transformers checkpoint)--> load_pretrained (head replaced if needed)
         --truncate={...}--> transfer.truncate
 """
 
@@ -29,10 +30,12 @@ from vidzoo.models._base import ModelCfg, VideoClassifier
 from vidzoo.models._registry import ModelEntry, check_model_args, get_model_entry
 from vidzoo.transfer.truncation import truncate_from_spec
 from vidzoo.weights import (
+    HF_HUB_PREFIX,
     UnknownWeightsError,
     Weights,
     file_num_classes,
     load_pretrained,
+    resolve_model_file,
     vidzoo_file_metadata,
 )
 
@@ -46,15 +49,25 @@ CLIP_ARGS = ("frames", "size")
 
 
 def resolve_pretrained(name: str, pretrained: str | os.PathLike[str]) -> tuple[Weights | Path, str]:
-    """A weights tag of model `name` as its `Weights` entry, or an existing file as its path;
-    with the name to report. Raises UnknownWeightsError (listing the tags, with a did-you-mean)."""
+    """A weights tag of model `name` as its `Weights` entry, an existing file (or a
+    ``hf-hub:ORG/NAME[@REV]`` model file, fetched) as its path, or what the model's family reads
+    itself (``ModelEntry.weights_from``: a transformers checkpoint's hub id, directory or tag) as
+    a `Weights` entry; with the name to report. Raises UnknownWeightsError (listing the tags, with
+    a did-you-mean) for anything else."""
     entry = get_model_entry(name)
     key = os.fspath(pretrained)
     if key in entry.weights:
-        return entry.weights[key], f"{name}.{key}"
+        # A family that reads its own weights (a transformers checkpoint's config) reads its tags too.
+        weights = entry.weights_from(key) if entry.weights_from is not None else None
+        return weights or entry.weights[key], f"{name}.{key}"
+    if key.startswith(HF_HUB_PREFIX):
+        return resolve_model_file(key), key
     path = Path(key)
     if path.is_file():
         return path, key
+    weights = entry.weights_from(key) if entry.weights_from is not None else None
+    if weights is not None:
+        return weights, key
     import difflib
 
     tags = sorted(entry.weights)
@@ -129,9 +142,12 @@ def _build(entry: ModelEntry, kwargs: dict[str, Any]) -> VideoClassifier:
 
 def _file_arguments(name: str, source: Weights | Path) -> dict[str, Any]:
     """A vidzoo model file's constructor arguments (its class count aside), so that a model
-    started from it has its architecture (width, frames, size, a cut); nothing for other sources.
-    Raises ValueError when the file holds another architecture than `name`."""
-    meta = None if isinstance(source, Weights) else vidzoo_file_metadata(source)
+    started from it has its architecture (width, frames, size, a cut); a Weights entry's
+    ``model_args``; nothing for other files. Raises ValueError when the file holds another
+    architecture than `name`."""
+    if isinstance(source, Weights):
+        return dict(source.model_args)
+    meta = vidzoo_file_metadata(source)
     if meta is None:
         return {}
     if meta["arch"] != name:
@@ -239,15 +255,17 @@ def save_model(
     return write_model_file(path, model.state_dict(), meta)
 
 
-def load_model(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VideoClassifier:
+def load_model(ref: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VideoClassifier:
     """Rebuild the model saved in `path`, verified against its checksum, in eval mode.
 
-    The model's ``classes`` and clip description come from the file: the preprocessing it was
-    trained with, which may differ from the architecture's default. ``model.source_file`` and
-    ``model.tensors_sha256`` record where it came from. Raises ModelFileError for anything that
-    is not an intact vidzoo model file.
+    `ref` is a model file, or ``hf-hub:ORG/NAME[@REV]`` for one on the Hugging Face hub
+    (fetched through its cache; offline, read from the cache only: see
+    ``vidzoo.weights.resolve_model_file``). The model's ``classes`` and clip description come
+    from the file: the preprocessing it was trained with, which may differ from the
+    architecture's default. ``model.source_file`` (`ref`) and ``model.tensors_sha256`` record
+    where it came from. Raises ModelFileError for anything that is not an intact vidzoo model file.
     """
-    path = Path(path)
+    path = resolve_model_file(ref)
     meta, tensors = read_model_file(path, with_tensors=True, verify=True)
     try:
         model = create_model(meta["arch"], **meta["model_args"])
@@ -256,7 +274,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         model.default_cfg = model.default_cfg.replace(clip=ClipSpec(**meta["clip"]))
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         raise ModelFileError(f"{path}: cannot rebuild {meta['arch']!r} with model_args {meta['model_args']}: {err}") from err
-    model.source_file = str(path)
+    model.source_file = os.fspath(ref)
     model.tensors_sha256 = meta["tensors_sha256"]
     return model.to(map_location).eval()
 

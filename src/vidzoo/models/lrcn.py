@@ -29,7 +29,7 @@ from vidzoo.models._base import (
     check_num_classes,
     frame_size,
 )
-from vidzoo.models._layers import FrameEncoder, timm_imagenet_weights
+from vidzoo.models._layers import BACKBONES, FrameEncoder, efficientnet_lite0_package_weights, timm_imagenet_weights
 from vidzoo.models._registry import register_model
 
 PAPER_TITLE = "Long-term Recurrent Convolutional Networks for Visual Recognition and Description"
@@ -239,4 +239,14 @@ class LRCN(VideoClassifier):
 register_model(
     "lrcn", LRCN, test_args={"frames": 4, "size": 32}, weights={"imagenet": timm_imagenet_weights(None)},
     description="LRCN: per-frame CNN (small conv stack, or a timm backbone) into an LSTM",
+)
+register_model(
+    "lrcn_efficientnet_lite0", LRCN, fixed={"backbone": "efficientnet_lite0"}, test_args={"frames": 2, "size": 32},
+    weights={
+        "imagenet": timm_imagenet_weights(BACKBONES["efficientnet_lite0"].timm_name),
+        "imagenet_package": efficientnet_lite0_package_weights(
+            with_head=False, clip=ClipSpec(frames=16, size=224, resize_short=256,
+                                           norm={"mean": [0.5] * 3, "std": [0.5] * 3})),
+    },
+    description="LRCN on EfficientNet-Lite0 frames, whose ImageNet weights ship in a pip package",
 )

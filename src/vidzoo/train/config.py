@@ -56,8 +56,10 @@ class TrainConfig(ClipOverrides):
                               "or the --pretrained model file's")
     model_args: dict[str, Any] = Field(default_factory=dict, description="constructor arguments, e.g. width=0.25 "
                                        "or backbone=efficientnet_b0 (see `vidzoo models NAME --json`)")
-    pretrained: str | None = Field(None, description="start from weights: a tag (see `vidzoo models --pretrained`) "
-                                   "or a file; a vidzoo model file also gives its architecture and clip")
+    pretrained: str | None = Field(None, description="start from weights: a tag (see `vidzoo models --pretrained`), "
+                                   "a file, hf-hub:ORG/NAME for a model file on the Hugging Face hub, or for the hf_* "
+                                   "models a transformers checkpoint (hub id or folder); a vidzoo model file also "
+                                   "gives its architecture and clip")
     # data
     data: str = Field(description="training videos: a folder per class, or a CSV/TSV 'path,label' file (paths "
                       "absolute, or relative to the file's folder or --data-root)")

@@ -142,6 +142,7 @@ def resolve_run_model(config: TrainConfig, num_classes: int) -> VideoClassifier:
         source, _ = resolve_pretrained(name, config.pretrained)
         if isinstance(source, Weights):
             weights_clip = source.clip
+            file_args = dict(source.model_args)  # a transformers checkpoint's architecture
         elif file_meta is not None:
             _check_file_arch(name, config.pretrained, file_meta)
             weights_clip = ClipSpec(**file_meta["clip"])
