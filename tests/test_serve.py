@@ -70,7 +70,8 @@ def free_port() -> int:
 def server(model_file, tmp_path_factory):
     """A real uvicorn serving the tiny model on loopback, from a thread of this process."""
     root = tmp_path_factory.mktemp("uploads")
-    app = create_app([model_file], ServeSettings(**LIMITS, workers=2, queue=2, threads=1, upload_root=str(root)))
+    app = create_app([model_file], ServeSettings(**LIMITS, workers=2, queue=2, threads=1, engine="eager", precision="fp32",
+                                                 upload_root=str(root)))
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     uv = uvicorn.Server(config)
@@ -126,7 +127,7 @@ def test_predict_equals_vidzoo_predict(client, server, model_file):
     assert body["classes"] == expected["classes"] == CLASSES
     assert max(abs(a - b) for a, b in zip(body["probabilities"], expected["probabilities"])) <= 1e-6
     assert [t["class"] for t in body["top"]] == [t["class"] for t in expected["top"]]
-    assert body["model"] == {"name": "tiny", "arch": "c3d_bn",
+    assert body["model"] == {"name": "tiny", "arch": "c3d_bn", "engine": "engine: eager fp32, batch 8 (as asked)",
                              "file_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}
     assert body["video"] | {"duration_s": round(body["video"]["duration_s"], 6)} == {
         "duration_s": 10.0, "frames": 300, "fps": 30.0, "width": 340, "height": 256, "codec": "h264",

@@ -23,6 +23,9 @@ def serve(
                                 "also the number of predictions running at once."),
     queue: int = typer.Option(4, min=0, help="Requests that may wait for a worker; more get 503 with Retry-After."),
     threads: int = typer.Option(0, min=0, help="torch threads per worker (0: CPU cores / workers)."),
+    engine: str = typer.Option("auto", help="How the models run, as for `vidzoo predict`: auto|eager|compile|"
+                               "onnxruntime (auto: measured once per worker at start, then cached)."),
+    precision: str = typer.Option("auto", help="auto|fp32|bf16|fp16, as for `vidzoo predict`."),
     max_upload_mb: float = typer.Option(200, min=0.001, rich_help_panel=LIMITS,
                                         help="Largest upload, in MiB (refused while it arrives)."),
     max_duration: float = typer.Option(600, min=0.001, rich_help_panel=LIMITS, help="Longest video, in seconds."),
@@ -56,7 +59,8 @@ def serve(
     settings = ServeSettings(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_duration_s=max_duration,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS, max_windows=max_windows, decode_timeout_s=decode_timeout,
-        upload_timeout_s=upload_timeout, workers=workers, queue=queue, threads=threads,
+        upload_timeout_s=upload_timeout, workers=workers, queue=queue, threads=threads, engine=engine,
+        precision=precision,
     )
     if containers:
         settings.containers = tuple(c.strip() for c in containers.split(",") if c.strip())

@@ -56,6 +56,8 @@ class ServeSettings:
     workers: int = 1  # worker processes: predictions (decoding included) running at once
     queue: int = 4  # requests that may wait for a worker; beyond workers + queue: 503
     threads: int = 0  # torch threads per worker; 0: the CPU count divided by `workers`
+    engine: str = "auto"  # how the models run, as `vidzoo predict --engine` (vidzoo.engine)
+    precision: str = "auto"
     containers: tuple[str, ...] = tuple(dict.fromkeys(CONTAINERS.values()))
     codecs: tuple[str, ...] = DEFAULT_CODECS
     upload_root: Optional[str] = None  # where the private upload directory is made; None: the system's
@@ -71,6 +73,11 @@ class ServeSettings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.queue < 0 or self.threads < 0:
             raise ValueError("queue and threads must be 0 or more")
+        from vidzoo.engine import ENGINES, PRECISIONS
+
+        if self.engine not in ENGINES or self.precision not in PRECISIONS:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)} and precision one of {', '.join(PRECISIONS)}, "
+                             f"got {self.engine!r} and {self.precision!r}")
         unknown = sorted(set(self.containers) - set(CONTAINERS.values()))
         if unknown:
             raise ValueError(f"unknown containers {unknown}; known: {sorted(set(CONTAINERS.values()))}")
@@ -130,7 +137,8 @@ def create_app(models: Sequence[str | os.PathLike], settings: ServeSettings | No
         state = app.state
         state.upload_dir = Path(tempfile.mkdtemp(prefix="vidzoo-serve-", dir=settings.upload_root))
         os.chmod(state.upload_dir, 0o700)
-        state.pool = make_pool({m.name: m.path for m in served}, settings.workers, threads)
+        state.pool = make_pool({m.name: m.path for m in served}, settings.workers, threads, settings.engine,
+                               settings.precision)
         # Start every worker (importing torch, loading the models) now, not on the first request.
         state.warmup = [asyncio.wrap_future(state.pool.schedule(ping)) for _ in range(settings.workers)]
         try:
@@ -272,7 +280,8 @@ def create_app(models: Sequence[str | os.PathLike], settings: ServeSettings | No
         m = by_name[name]
         return {
             "request_id": request.state.id,
-            "model": {"name": m.name, "file_sha256": m.file_sha256, "arch": m.metadata.get("arch")},
+            "model": {"name": m.name, "file_sha256": m.file_sha256, "arch": m.metadata.get("arch"),
+                      "engine": result["engine"]},
             "upload": {"filename": upload.filename, "bytes": upload.size},
             "top": prediction["top"], "classes": prediction["classes"], "probabilities": prediction["probabilities"],
             "timeline": result["timeline"], "video": result["video"], "timings": timings,

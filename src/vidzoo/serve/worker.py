@@ -28,7 +28,8 @@ DEFAULT_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "m
 DECODER_CODECS = {"libdav1d": "av1", "libaom-av1": "av1", "libvpx": "vp8", "libvpx-vp9": "vp9",
                   "libopenh264": "h264"}
 
-_MODELS: dict[str, Any] = {}
+_ENGINES: dict[str, Any] = {}  # model name -> vidzoo.engine.Engine, in each worker
+_INFERENCE_SECONDS = [0.0]  # time in the engines' forward passes during the current job
 
 
 @dataclass(frozen=True)
@@ -51,20 +52,36 @@ class JobError(Exception):
         self.code, self.message = code, message
 
 
-def init_worker(model_paths: dict[str, str], threads: int) -> None:
-    """Pool initializer: load every model once per worker process."""
+def init_worker(model_paths: dict[str, str], threads: int, engine: str = "eager", precision: str = "fp32") -> None:
+    """Pool initializer: load every model once per worker process and build its inference engine
+    as ``vidzoo predict`` does (`vidzoo.engine.build_engine`; ``auto`` measures, or reads the
+    measurements cached by an earlier run)."""
     if not model_paths:
         return  # nothing to load: don't import torch
     import torch
 
-    from vidzoo.models.factory import load_model
+    from vidzoo.engine import build_engine, load_inference_model
 
     torch.set_num_threads(threads)
     for name, path in model_paths.items():
-        _MODELS[name] = load_model(path)
+        built = build_engine(load_inference_model(path), engine=engine, precision=precision)
+        built._forward = _timed(built._forward)  # every engine's forward pass, whatever runs it
+        _ENGINES[name] = built
 
 
-def make_pool(model_paths: dict[str, str], workers: int, threads: int):
+def _timed(forward):
+    def run(clips):
+        started = time.perf_counter()
+        try:
+            return forward(clips)
+        finally:
+            _INFERENCE_SECONDS[0] += time.perf_counter() - started
+
+    return run
+
+
+def make_pool(model_paths: dict[str, str], workers: int, threads: int, engine: str = "eager",
+              precision: str = "fp32"):
     """A pool of `workers` processes, each with the models loaded and `threads` torch threads."""
     from pebble import ProcessPool
 
@@ -74,7 +91,8 @@ def make_pool(model_paths: dict[str, str], workers: int, threads: int):
     # Forking it is safe where forking the server would not be: it has run no torch op, so it holds
     # no thread pool or lock.
     context.set_forkserver_preload(["vidzoo.serve.worker", "vidzoo.predict", "vidzoo.models.factory"])
-    return ProcessPool(max_workers=workers, initializer=init_worker, initargs=(model_paths, threads), context=context)
+    return ProcessPool(max_workers=workers, initializer=init_worker, initargs=(model_paths, threads, engine, precision),
+                       context=context)
 
 
 def ping() -> int:
@@ -100,7 +118,8 @@ def predict_job(model_name: str, path: str, options: dict[str, Any], limits: Job
     )
     from vidzoo.predict import merge_segments, predict_video, predict_windows
 
-    model = _MODELS[model_name]
+    run = _ENGINES[model_name]
+    _INFERENCE_SECONDS[0] = 0.0
     started = time.perf_counter()
     try:
         demuxer = _container_format(path)
@@ -129,11 +148,12 @@ def predict_job(model_name: str, path: str, options: dict[str, Any], limits: Job
             if windows > limits.max_windows:
                 raise JobError("too_many_windows", f"window {window:g} s every {stride:g} s makes {windows} "
                                f"windows of this {info.duration:.1f} s video, over the limit of {limits.max_windows}")
-        with _ForwardTimer(model) as timer:
-            prediction = predict_video(model, path, top_k=options["top_k"], clips_per_video=options.get("clips"))
-            timeline = None
-            if window is not None:
-                timeline = predict_windows(model, path, window=window, stride=stride, top_k=model.num_classes)
+        # The calls `vidzoo predict` makes with its engine.
+        prediction = predict_video(run, path, top_k=options["top_k"], clips_per_video=options.get("clips"))
+        timeline = None
+        if window is not None:
+            timeline = predict_windows(run, path, window=window, stride=stride, top_k=run.num_classes,
+                                       batch_size=run.batch_size)
     except JobError as e:
         return {"error": e.code, "message": e.message}
     except NotAVideoError as e:
@@ -159,7 +179,8 @@ def predict_job(model_name: str, path: str, options: dict[str, Any], limits: Job
         },
         "video": {"duration_s": info.duration, "frames": info.num_frames, "fps": info.fps, "width": info.width,
                   "height": info.height, "codec": codec, "container": container},
-        "timings": {"decode_s": max(0.0, total - timer.seconds), "inference_s": timer.seconds},
+        "engine": run.summary,
+        "timings": {"decode_s": max(0.0, total - _INFERENCE_SECONDS[0]), "inference_s": _INFERENCE_SECONDS[0]},
     }
 
 
@@ -178,25 +199,3 @@ def _container_format(path: str) -> str:
 def _in_class_order(top: list[tuple[str, float]], classes: list[str]) -> list[float]:
     by_name = dict(top)
     return [by_name[name] for name in classes]
-
-
-class _ForwardTimer:
-    """Seconds spent inside the model's forward passes (the rest of a job is decoding and
-    cutting clips), measured with forward hooks so that `vidzoo.predict` stays untouched."""
-
-    def __init__(self, model):
-        self.model, self.seconds, self._start = model, 0.0, 0.0
-
-    def __enter__(self) -> _ForwardTimer:
-        def before(*_):
-            self._start = time.perf_counter()
-
-        def after(*_):
-            self.seconds += time.perf_counter() - self._start
-
-        self._hooks = [self.model.register_forward_pre_hook(before), self.model.register_forward_hook(after)]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for hook in self._hooks:
-            hook.remove()
