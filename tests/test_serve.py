@@ -457,6 +457,19 @@ def test_bounded_load_on_loopback(server, tmp_path):
 # --------------------------------------------------------------------------- the page, in a browser
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's, installed by .ci/run; Playwright downloads nothing
+# True when the timeline's darkest column is where the video's current time falls (within 3 px).
+CURSOR_AT_PLAYBACK = """() => {
+  const canvas = document.getElementById('timeline'), video = document.getElementById('video');
+  const g = canvas.getContext('2d'), w = canvas.width, h = canvas.height;
+  const row = g.getImageData(0, Math.round(h * 0.1), w, 1).data;
+  let darkest = 0, best = 1e9;
+  for (let x = 0; x < w; x++) {
+    const sum = row[4 * x] + row[4 * x + 1] + row[4 * x + 2];
+    if (row[4 * x + 3] > 0 && sum < best) { best = sum; darkest = x; }
+  }
+  const expected = video.currentTime / video.duration * w;
+  return Math.abs(darkest - expected) <= 3 * (window.devicePixelRatio || 1) && best < 150;
+}"""
 
 
 def test_page_in_a_real_browser(server, client, tmp_path):
@@ -489,6 +502,11 @@ def test_page_in_a_real_browser(server, client, tmp_path):
             timeline.click(position={"x": 0.75 * box["width"], "y": box["height"] / 2})
             page.wait_for_function("Math.abs(document.getElementById('video').currentTime - 7.5) < 0.25",
                                    timeout=10_000)
+            # The cursor (a dark vertical line) follows playback: where the video is, not where it was.
+            page.evaluate("document.getElementById('video').play()")
+            page.wait_for_function("document.getElementById('video').currentTime > 8.2", timeout=20_000)
+            page.evaluate("document.getElementById('video').pause()")
+            assert page.evaluate(CURSOR_AT_PLAYBACK) is True
             page.screenshot(path=tmp_path / "laptop.png", full_page=True)
             page.set_viewport_size({"width": 390, "height": 844})  # a phone
             assert page.evaluate("document.documentElement.scrollWidth") <= 390
