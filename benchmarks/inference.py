@@ -203,17 +203,22 @@ def main() -> None:
                         "cpu": info["device"], "bf16": info["bf16"], "threads": torch.get_num_threads(),
                         "machine": platform.machine(), "seconds_per_variant": args.seconds},
                "models": [], "eval": []}
+    # Written after every row, so an interrupted run keeps what it measured.
+    def write() -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "inference.json").write_text(json.dumps(results, indent=1))
+        (args.out / "inference.md").write_text(markdown(results))
+
     for name in args.models:
         for batch in args.batches:
             results["models"].append(bench_model(name, batch, clips, args))
             print(json.dumps({k: v for k, v in results["models"][-1].items() if k != "variants"}), flush=True)
+            write()
     for name in args.eval_models:
         picked = next((r for r in results["models"] if r["model"] == name and r["batch"] == 8), None)
         results["eval"].append(bench_eval(name, args, picked))
         print(json.dumps(results["eval"][-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "inference.json").write_text(json.dumps(results, indent=1))
-    (args.out / "inference.md").write_text(markdown(results))
+        write()
     print(markdown(results))
 
 

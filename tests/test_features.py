@@ -83,6 +83,31 @@ def test_per_video_is_the_mean_of_the_per_clip_rows(model, long_videos):
     np.testing.assert_allclose(per_video.features, clips.mean(axis=1), rtol=1e-5, atol=1e-6)
 
 
+def test_per_token_rows_are_the_positions_of_the_layer_output_clip_by_clip(model, dataset):
+    source = load_source(dataset / "test.csv")
+    features = extract_features(model, source, layer="conv3b", per="token", clips_per_video=2, progress=False)
+    with torch.no_grad():
+        out = model.forward_intermediates(views(model, source, 0, clips=2), ["features.conv3b"])["features.conv3b"]
+    channels, tokens = out.shape[1], out[0, 0].numel()  # (clips, C, T, H, W): T x H x W tokens a clip
+    assert tokens > 1 and features.features.shape == (len(source) * 2 * tokens, channels)
+    first = slice(0, 2 * tokens)  # the first video's rows
+    np.testing.assert_allclose(features.features[first], out.flatten(2).transpose(1, 2).reshape(-1, channels).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert features.clip_index[first].tolist() == [0] * tokens + [1] * tokens
+    assert features.token_index[first].tolist() == list(range(tokens)) * 2
+    assert features.video_ids[first] == [source.samples[0].video_id] * (2 * tokens)
+    assert (features.per, features.layer) == ("token", "features.conv3b")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_per_token_indices_round_trip(tmp_path, suffix):
+    rows = Features(np.arange(12, dtype=np.float32).reshape(6, 2), ["a"] * 4 + ["b"] * 2, np.array([0] * 4 + [1] * 2),
+                    ["x", "y"], np.array([0, 0, 1, 1, 0, 0]), per="token", token_index=np.array([0, 1, 0, 1, 0, 1]))
+    loaded = load_features(save_features(rows, tmp_path / f"t{suffix}"))
+    assert (loaded.per, loaded.clip_index.tolist(), loaded.token_index.tolist()) == (
+        "token", [0, 0, 1, 1, 0, 0], [0, 1, 0, 1, 0, 1])
+
+
 @pytest.mark.parametrize("layer", ["features.conv1", "features.conv3b"])
 def test_a_tapped_layer_is_its_module_output_pooled(model, dataset, layer):
     source = load_source(dataset / "test.csv")

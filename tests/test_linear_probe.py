@@ -204,7 +204,7 @@ def test_probe_command_on_a_features_file(tmp_path):
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert report["classifier"] == "linear_svm" and report["accuracy"] >= 0.95
     assert {p.name for p in (tmp_path / "p").iterdir()} == {"report.json", "confusion.csv", "confusion.png",
-                                                           "probe.safetensors"}
+                                                           "probe.safetensors", "grid.json", "grid.png"}
 
 
 def test_probe_command_extracts_from_a_model_and_videos(dataset, tmp_path):
@@ -213,12 +213,13 @@ def test_probe_command_extracts_from_a_model_and_videos(dataset, tmp_path):
     torch.manual_seed(0)
     model_file = save_model(create_model("c3d_bn", num_classes=8, **TINY_MODEL), tmp_path / "m.safetensors",
                             history="test")
-    result = vidzoo("probe", model_file, dataset / "train.csv", "--val", dataset / "test.csv", "--workers", 0,
-                    "--out", tmp_path / "p", "--json")
+    result = vidzoo("probe", model_file, dataset / "train.csv", "--val", dataset / "val.csv", "--test",
+                    dataset / "test.csv", "--workers", 0, "--out", tmp_path / "p", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["num_train"], report["num_val"], report["layer"]) == (8, 8, "pre_logits")
-    assert (tmp_path / "p" / "features.npy").is_file() and (tmp_path / "p" / "val_features.json").is_file()
+    assert report["test"]["num_videos"] == 8 and len(report["grid"]) == 1
+    assert {"features.npy", "val_features.json", "test_features.npy"} <= {p.name for p in (tmp_path / "p").iterdir()}
 
 
 @pytest.mark.parametrize("inputs", [["a.npy", "b.csv", "c"], []])

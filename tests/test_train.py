@@ -74,6 +74,17 @@ def test_run_dir_metrics_csv_has_one_row_per_epoch_with_every_column(two_epochs)
     assert all(0 <= row["data_wait"] <= 1 and row["clips_per_s"] > 0 for row in rows)
 
 
+def test_summary_json_has_each_epochs_data_wait_share_and_clips_per_s(two_epochs):
+    _, result = two_epochs
+    summary = json.loads((Path(result.run_dir) / "summary.json").read_text())
+    rows = read_metrics(Path(result.run_dir) / "metrics.csv")
+    assert [e["epoch"] for e in summary["throughput"]] == [0, 1] and isinstance(summary["throughput"][0]["epoch"], int)
+    assert all(0 <= e["data_wait"] <= 1 and e["clips_per_s"] > 0 for e in summary["throughput"])
+    # The same figures as metrics.csv: one measurement, two records.
+    assert [(e["clips_per_s"], e["data_wait"]) for e in summary["throughput"]] == \
+        [(row["clips_per_s"], row["data_wait"]) for row in rows]
+
+
 @pytest.mark.parametrize("name", ["curves.png", "confusion_val.png"])
 def test_run_dir_plots_are_png_files(two_epochs, name):
     _, result = two_epochs

@@ -525,3 +525,23 @@ def test_readers_release_their_files(use, name, times):
     for _ in range(times):
         use(path)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+# --------------------------------------------------------------------------- whole-video iteration
+
+
+@pytest.mark.parametrize("name", ["decord-testdata/tests/test_data/video_270.mov", "imageio-binaries/images/realshort.mp4"])
+@pytest.mark.parametrize("sequential_pass", [True, False], ids=["backend pass", "chunked fallback"])
+def test_iter_frames_yields_the_frames_get_frames_returns(name, sequential_pass, monkeypatch):
+    with VideoReader(VIDEOS / name) as video:
+        expected = video.get_frames(range(video.num_frames), size=48).numpy()
+        if not sequential_pass:  # a backend without iter_frames reads in chunks of get_frames
+            monkeypatch.setattr(video, "_decoder", _WithoutIterFrames(video._decoder))
+        frames = list(video.iter_frames(48))
+    assert len(frames) == len(expected)
+    assert all(np.array_equal(frame, want) for frame, want in zip(frames, expected))
+
+
+class _WithoutIterFrames:
+    def __init__(self, decoder):
+        self.info, self.get_frames, self.close = decoder.info, decoder.get_frames, decoder.close

@@ -17,7 +17,6 @@ intervals, not a full decode) and reports per file:
 from __future__ import annotations
 
 import csv
-import multiprocessing
 import os
 import time
 import zlib
@@ -29,6 +28,7 @@ import numpy as np
 
 from vidzoo.data.sources import VIDEO_EXTENSIONS, VideoSource, load_source
 from vidzoo.data.video import NoVideoStreamError, VideoDecodeError, VideoReader
+from vidzoo.pool import run_per_file
 from vidzoo.progress import progress_bar
 
 __all__ = ["STATUSES", "FLAGS", "VideoCheck", "CheckReport", "check_video", "check_dataset", "find_videos"]
@@ -171,62 +171,11 @@ def check_dataset(
         raise ValueError(f"workers must be 0 or more, got {workers}")
     paths = list(data) if isinstance(data, (list, tuple)) else find_videos(data)
     tasks = [(str(p), frames, random_frames, seed) for p in paths]
-    results: list[VideoCheck] = []
     with progress_bar(progress, len(tasks), "checking", stderr=True) as advance:
-        if workers == 0:
-            for task in tasks:
-                results.append(_check_one(task))
-                advance()
-        else:
-            results = _check_in_pool(tasks, workers, timeout, advance)
+        results = run_per_file(_check_one, tasks, workers=workers, timeout=timeout, failed=_failed, advance=advance,
+                               start_method=_POOL_START_METHOD)
     return CheckReport(results, frames)
 
 
-def _check_in_pool(tasks, workers: int, timeout: float, advance) -> list[VideoCheck]:
-    # A multiprocessing Pool rather than concurrent.futures: a worker stuck in the decoder
-    # cannot be interrupted, and Pool.terminate() kills it where an executor would wait forever.
-    # Results are awaited in task order and tasks start in that order, so when every earlier
-    # task is done the awaited one has been running at least as long as we wait for it: the
-    # timeout blames the right file. After one, the pool is replaced (its worker is stuck) and the
-    # unfinished tasks run again; the workers' start-up (importing torch) is never counted.
-    results: dict[int, VideoCheck] = {}
-    remaining = list(enumerate(tasks))
-    context = multiprocessing.get_context(_POOL_START_METHOD)
-    while remaining:
-        pool = context.Pool(min(workers, len(remaining)), maxtasksperchild=50)
-        try:
-            pool.map(_ready, range(min(workers, len(remaining))))  # wait until the workers are up
-            pending = [(i, task, pool.apply_async(_check_one, (task,))) for i, task in remaining]
-            remaining = []
-            for k, (i, task, job) in enumerate(pending):
-                try:
-                    results[i] = job.get(timeout=timeout)
-                except multiprocessing.TimeoutError:
-                    results[i] = VideoCheck(task[0], "unreadable", "Timeout", f"no answer after {timeout:g} s",
-                                            seconds=timeout)
-                    advance()
-                    remaining = _collect(pending[k + 1:], results, advance)
-                    break
-                except Exception as e:  # noqa: BLE001 - a checker bug on one file must not stop the scan
-                    results[i] = VideoCheck(task[0], "unreadable", type(e).__name__, str(e))
-                advance()
-        finally:
-            pool.terminate()
-            pool.join()
-    return [results[i] for i in range(len(tasks))]
-
-
-def _ready(_: int) -> None:
-    time.sleep(0.05)  # long enough that each worker takes one of these
-
-
-def _collect(pending, results: dict[int, VideoCheck], advance) -> list:
-    """Keep the finished results of `pending`; return the unfinished tasks to run again."""
-    unfinished = []
-    for i, task, job in pending:
-        if job.ready() and job.successful():
-            results[i] = job.get()
-            advance()
-        else:
-            unfinished.append((i, task))
-    return unfinished
+def _failed(task: tuple[str, int, int, int], error: str, reason: str) -> VideoCheck:
+    return VideoCheck(task[0], "unreadable", error, reason)

@@ -10,7 +10,9 @@
 
 The default layer is the model's pre-logits vector (``forward_head(forward_features(x),
 pre_logits=True)``); any `feature_info` layer can be tapped instead (the model contract's
-``forward_intermediates``), its output averaged over time and space to one vector per clip. Labels come from the data source (its class names and
+``forward_intermediates``), its output averaged over time and space to one vector per clip. With
+``per="token"`` nothing is averaged: each position of the layer's output (``forward_features``'
+by default) is a row, the sequence an attentive probe attends over. Labels come from the data source (its class names and
 order), not from the model, so any model — a registered architecture or a model file —
 extracts features for any labeled videos.
 
@@ -79,6 +81,7 @@ __all__ = [
 ]
 
 PRE_LOGITS = "pre_logits"  # the default layer: what the classifier head reads
+FORWARD_FEATURES = "forward_features"  # per token, the default: what the head pools
 FEATURE_SUFFIXES = (".npy", ".parquet")
 FORMAT = "vidzoo-features"
 FORMAT_VERSION = 1
@@ -89,8 +92,10 @@ _PARQUET_KEY = b"vidzoo"  # Parquet schema metadata entry holding the JSON descr
 class Features:
     """One feature vector per row with what it describes.
 
-    Rows are videos (``per="video"``) or clips (``per="clip"``, ``clip_index`` says which of
-    the video's clips, 0-based). `labels` index into `classes`; None for unlabeled features.
+    Rows are videos (``per="video"``), clips (``per="clip"``, ``clip_index`` says which of
+    the video's clips, 0-based) or tokens (``per="token"``: a clip's positions of the layer's
+    output, ``token_index`` says which, with its ``clip_index``). `labels` index into
+    `classes`; None for unlabeled features.
     `excluded` lists the videos that failed to decode and were left out (``skip_bad``).
     """
 
@@ -98,14 +103,15 @@ class Features:
     video_ids: list[str]
     labels: np.ndarray | None  # (rows,) int64
     classes: list[str] | None
-    clip_index: np.ndarray | None = None  # (rows,) int64, per-clip rows only
-    per: Literal["clip", "video"] = "video"
+    clip_index: np.ndarray | None = None  # (rows,) int64, per-clip and per-token rows only
+    per: Literal["clip", "video", "token"] = "video"
     clips_per_video: int = 1
     layer: str | None = None
     model: dict[str, Any] = field(default_factory=dict)  # name, source, kwargs, tensors_sha256
     clip_spec: dict[str, Any] | None = None
     source: str | None = None
     excluded: list[dict[str, str]] = field(default_factory=list)  # {video_id, path, reason}
+    token_index: np.ndarray | None = None  # (rows,) int64, per-token rows only
 
     def __post_init__(self) -> None:
         rows = len(self.features)
@@ -116,6 +122,8 @@ class Features:
             lengths["labels"] = len(self.labels)
         if self.clip_index is not None:
             lengths["clip_index"] = len(self.clip_index)
+        if self.token_index is not None:
+            lengths["token_index"] = len(self.token_index)
         wrong = {name: n for name, n in lengths.items() if n != rows}
         if wrong:
             raise ValueError(f"{rows} feature rows but {', '.join(f'{n} {k}' for k, n in wrong.items())}")
@@ -167,16 +175,31 @@ def layer_names(model: VideoClassifier) -> list[str]:
     return [PRE_LOGITS, *model.layer_names()]
 
 
-def _feature_fn(model: VideoClassifier, layer: str | None) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """Clips ``(B, C, T, H, W)`` to ``(B, D)`` features of `layer` (None: pre-logits), and the
-    layer's full name."""
+def _tokens(out: torch.Tensor) -> torch.Tensor:
+    """A layer's output as ``(B, N, D)`` tokens: a map ``(B, C, T, H, W)`` gives its T x H x W
+    positions (time first), a sequence stays, a vector is one token."""
+    if out.ndim == 5:
+        return out.flatten(2).transpose(1, 2)
+    if out.ndim == 2:
+        return out[:, None]
+    return out
+
+
+def _feature_fn(model: VideoClassifier, layer: str | None,
+                per: str = "video") -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """Clips ``(B, C, T, H, W)`` to ``(B, D)`` features of `layer` (None: pre-logits), or with
+    ``per="token"`` to ``(B, N, D)`` tokens (None: ``forward_features``' output), and the layer's
+    full name."""
+    if per == "token" and layer in (None, FORWARD_FEATURES):
+        return (lambda x: _tokens(model.forward_features(x))), FORWARD_FEATURES
     if layer is None or layer == PRE_LOGITS:
         return (lambda x: model.forward_head(model.forward_features(x), pre_logits=True)), PRE_LOGITS
     try:
         name = model.resolve_layer(layer).module
     except ValueError as err:
         raise ValueError(f"{err}; or {PRE_LOGITS!r}, the default: what the classifier reads") from None
-    return (lambda x: pool_features(model.forward_intermediates(x, [name])[name])), name
+    pool = _tokens if per == "token" else pool_features
+    return (lambda x: pool(model.forward_intermediates(x, [name])[name])), name
 
 
 def _model_description(model: VideoClassifier) -> dict[str, Any]:
@@ -196,7 +219,7 @@ def extract_features(
     source: VideoSource | str | os.PathLike,
     *,
     layer: str | None = None,
-    per: Literal["clip", "video"] = "video",
+    per: Literal["clip", "video", "token"] = "video",
     clips_per_video: int | None = None,
     out: str | os.PathLike | None = None,
     pretrained: str | None = None,
@@ -222,7 +245,10 @@ def extract_features(
         source: a `VideoSource`, or anything `load_source` reads (class folders, a CSV).
         layer: None or ``"pre_logits"`` for the vector the classifier reads, else a
             `feature_info` name (`layer_names`), averaged over time, height and width.
-        per: ``"video"``: the mean over the video's clips; ``"clip"``: a row per clip.
+        per: ``"video"``: the mean over the video's clips; ``"clip"``: a row per clip;
+            ``"token"``: a row per position of the layer's output in each clip (T x H x W of a
+            map, or a sequence's steps; default layer: ``forward_features``, what the head
+            pools), for attentive probes. Tokens multiply the rows: pick a late layer.
         out: a ``.npy`` (with a ``.json`` sidecar beside it) or ``.parquet`` file to write, in
             chunks of `chunk_size` videos kept in ``OUT.parts/`` until all are done, so a second
             call after an interruption resumes; None keeps everything in memory.
@@ -251,7 +277,7 @@ def extract_features(
         source = load_source(source)
     spec = clip_spec_for(model, clips_per_video, crops=1)
     clips_per_video = spec.clips_per_video
-    feature_fn, layer = _feature_fn(model, layer)
+    feature_fn, layer = _feature_fn(model, layer, per)
 
     template = Features(
         np.zeros((0, 0), np.float32), [], None, None, per=per, clips_per_video=clips_per_video, layer=layer,
@@ -292,8 +318,8 @@ def extract_features(
 def _check_extract_args(per: str, batch_size: int, workers: int, chunk_size: int,
                         out: str | os.PathLike | None, overwrite: bool) -> Path | None:
     """`extract_features`' arguments, checked before any work; returns `out` as a Path."""
-    if per not in ("clip", "video"):
-        raise ValueError(f"per must be 'clip' or 'video', got {per!r}")
+    if per not in ("clip", "video", "token"):
+        raise ValueError(f"per must be 'clip', 'video' or 'token', got {per!r}")
     for name, value, minimum in (("batch_size", batch_size, 1), ("workers", workers, 0), ("chunk_size", chunk_size, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -321,7 +347,8 @@ def _merge_chunks(template: Features, results: list[Chunk], source: VideoSource)
         video_ids=[v for r in kept for v in r.meta["video_ids"]],
         labels=np.concatenate([r.arrays["labels"] for r in kept]),
         classes=list(source.classes),
-        clip_index=np.concatenate([r.arrays["clip_index"] for r in kept]) if template.per == "clip" else None,
+        clip_index=np.concatenate([r.arrays["clip_index"] for r in kept]) if template.per != "video" else None,
+        token_index=np.concatenate([r.arrays["token_index"] for r in kept]) if template.per == "token" else None,
         excluded=[e for r in results for e in r.meta["excluded"]],
     )
 
@@ -360,15 +387,21 @@ def _extract_chunk(
 
     if per == "video":
         feats = [f.mean(dim=0, keepdim=True) for _, _, f in rows]
+    elif per == "token":  # (clips, tokens, D) per video: clip by clip, each clip's tokens in order
+        feats = [f.flatten(0, 1) for _, _, f in rows]
     else:
         feats = [f for _, _, f in rows]
     counts = [len(f) for f in feats]
+    tokens = rows[0][2].shape[1] if per == "token" and rows else 1
     arrays = {
         "features": torch.cat(feats).numpy().astype(np.float32) if feats else np.zeros((0, 0), np.float32),
         "labels": np.repeat(np.array([label for _, label, _ in rows], dtype=np.int64), counts),
-        "clip_index": np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts
+        "clip_index": np.concatenate([np.arange(n, dtype=np.int64) // tokens for n in counts]) if counts
         else np.zeros(0, np.int64),
     }
+    if per == "token":
+        arrays["token_index"] = (np.concatenate([np.arange(n, dtype=np.int64) % tokens for n in counts]) if counts
+                                 else np.zeros(0, np.int64))
     video_ids = [video_id for (video_id, _, _), n in zip(rows, counts) for _ in range(n)]
     return Chunk(arrays, {"video_ids": video_ids, "excluded": excluded})
 
@@ -414,7 +447,7 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 def save_features(features: Features, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write `features` to a ``.npy`` file plus its ``.json`` sidecar (ids, labels, classes,
     model, layer, clip spec), or to a ``.parquet`` file (columns ``video_id``, ``label`` (the
-    class name), ``clip`` for per-clip rows, ``features``; the description in the schema
+    class name), ``clip`` for per-clip and per-token rows, ``token`` for per-token rows, ``features``; the description in the schema
     metadata under ``vidzoo``). Each file is written atomically."""
     path = Path(path)
     _check_suffix(path)
@@ -428,6 +461,7 @@ def save_features(features: Features, path: str | os.PathLike, *, overwrite: boo
             shape=list(array.shape), video_ids=features.video_ids,
             labels=None if features.labels is None else features.labels.tolist(),
             clip_index=None if features.clip_index is None else features.clip_index.tolist(),
+            token_index=None if features.token_index is None else features.token_index.tolist(),
         )
         text = json.dumps(description, indent=1) + "\n"
         # The array goes last: a .npy whose sidecar is missing or stale is never taken as valid.
@@ -440,6 +474,8 @@ def save_features(features: Features, path: str | os.PathLike, *, overwrite: boo
         columns["label"] = pa.array([features.classes[i] for i in features.labels], pa.string())
     if features.clip_index is not None:
         columns["clip"] = pa.array(features.clip_index, pa.int64())
+    if features.token_index is not None:
+        columns["token"] = pa.array(features.token_index, pa.int64())
     columns["features"] = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), pa.float32()), array.shape[1])
     table = pa.table(columns).replace_schema_metadata({_PARQUET_KEY: json.dumps(description)})
     write_atomically(path, lambda p: pa.parquet.write_table(table, p))
@@ -485,10 +521,11 @@ def _load_npy(path: Path) -> Features:
         raise ValueError(f"{path} holds an array of shape {list(array.shape)} but {sidecar.name} "
                          f"describes {meta['shape']}; the two files do not belong together")
     labels = meta.get("labels")
-    clip_index = meta.get("clip_index")
+    clip_index, token_index = (None if meta.get(key) is None else np.asarray(meta[key], dtype=np.int64)
+                               for key in ("clip_index", "token_index"))
     return _features(path, array, meta["video_ids"],
                      None if labels is None else np.asarray(labels, dtype=np.int64), meta.get("classes"),
-                     None if clip_index is None else np.asarray(clip_index, dtype=np.int64), meta)
+                     clip_index, token_index, meta)
 
 
 def _load_parquet(path: Path) -> Features:
@@ -520,19 +557,22 @@ def _load_parquet(path: Path) -> Features:
         if unknown:
             raise ValueError(f"{path}: labels {unknown} are not among its classes {classes}")
         labels = np.array([index[n] for n in names], dtype=np.int64)
-    clip_index = np.asarray(table.column("clip").to_pylist(), dtype=np.int64) if "clip" in table.column_names else None
-    return _features(path, array, table.column("video_id").to_pylist(), labels, classes, clip_index, meta)
+    clip_index, token_index = (np.asarray(table.column(name).to_pylist(), dtype=np.int64)
+                               if name in table.column_names else None for name in ("clip", "token"))
+    return _features(path, array, table.column("video_id").to_pylist(), labels, classes, clip_index, token_index,
+                     meta)
 
 
 def _features(path: Path, array: np.ndarray, video_ids: Sequence[str], labels: np.ndarray | None,
-              classes: Sequence[str] | None, clip_index: np.ndarray | None, meta: dict[str, Any]) -> Features:
+              classes: Sequence[str] | None, clip_index: np.ndarray | None, token_index: np.ndarray | None,
+              meta: dict[str, Any]) -> Features:
     try:
         return Features(
             np.asarray(array, dtype=np.float32), [str(v) for v in video_ids], labels,
             None if classes is None else list(classes), clip_index,
             per=meta.get("per", "clip" if clip_index is not None else "video"), clips_per_video=meta.get("clips_per_video", meta.get("clips", 1)),
             layer=meta.get("layer"), model=meta.get("model") or {}, clip_spec=meta.get("clip_spec"),
-            source=meta.get("source"), excluded=meta.get("excluded") or [],
+            source=meta.get("source"), excluded=meta.get("excluded") or [], token_index=token_index,
         )
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None

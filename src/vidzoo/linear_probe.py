@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from vidzoo.attentive_probe import AttentiveProbe
+from vidzoo.data.balance import Balance, balanced_draw, check_balance
 from vidzoo.data.sources import VideoSample, VideoSource, stratified_split
 from vidzoo.evaluate import aggregate, write_confusion_csv
 from vidzoo.features import Features, load_features
@@ -34,13 +36,17 @@ __all__ = [
     "LinearProbe",
     "ProbeReport",
     "fit_linear_probe",
+    "labeled_features",
     "linear_probe",
     "load_linear_probe",
+    "onto_classes",
+    "split_videos",
     "write_probe_report",
 ]
 
 CLASSIFIERS = ("logreg", "linear_svm")
 _METADATA_KEY = "vidzoo_probe"
+_ARG = {"validation": "val", "test": "test"}  # the argument that gives a held-out part as its own file
 _FORMAT_VERSION = 1
 
 
@@ -154,11 +160,14 @@ def fit_linear_probe(
     c: float = 1.0,
     max_iter: int = 1000,
     seed: int = 0,
+    balance: Balance = "none",
 ) -> LinearProbe:
     """Standardise `features` ``(N, D)`` and fit a `classifier` on the class indices `labels`
     ``(N,)``: ``"logreg"`` (multinomial `LogisticRegression`) or ``"linear_svm"`` (one-vs-rest
     `LinearSVC`), with inverse regularisation strength `c`. `classes` names the indices
-    (default ``class_0``, ...). ``info["converged"]`` is False when the solver hit `max_iter`."""
+    (default ``class_0``, ...). ``info["converged"]`` is False when the solver hit `max_iter`.
+    `balance` ``"loss"`` is scikit-learn's ``class_weight="balanced"``; ``"sampling"`` fits on
+    as many rows drawn with replacement, every class equally often (seeded by `seed`)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -166,6 +175,7 @@ def fit_linear_probe(
 
     if classifier not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+    check_balance(balance)
     if not c > 0:
         raise ValueError(f"c (inverse regularisation strength) must be > 0, got {c!r}")
     x = np.asarray(features, dtype=np.float64)
@@ -182,11 +192,16 @@ def fit_linear_probe(
     if y.min() < 0 or y.max() >= len(classes):
         raise ValueError(f"labels must be indices into the {len(classes)} classes, got {y.min()}..{y.max()}")
 
+    num_train = len(x)
+    if balance == "sampling":
+        rows = balanced_draw(y, np.random.default_rng(seed))
+        x, y = x[rows], y[rows]
     scaler = StandardScaler().fit(x)
+    weight = "balanced" if balance == "loss" else None
     if classifier == "logreg":
-        model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+        model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed, class_weight=weight)
     else:
-        model = LinearSVC(C=c, max_iter=max_iter, random_state=seed)
+        model = LinearSVC(C=c, max_iter=max_iter, random_state=seed, class_weight=weight)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(scaler.transform(x), y)
@@ -194,7 +209,8 @@ def fit_linear_probe(
     return LinearProbe(
         classifier=classifier, classes=list(classes), class_indices=model.classes_.astype(np.int64),
         mean=scaler.mean_, scale=scaler.scale_, coef=model.coef_, intercept=np.atleast_1d(model.intercept_),
-        info={"C": c, "max_iter": max_iter, "seed": seed, "converged": converged, "num_train": len(x)},
+        info={"C": c, "max_iter": max_iter, "seed": seed, "converged": converged, "num_train": num_train,
+              "balance": balance},
     )
 
 
@@ -205,7 +221,8 @@ def fit_linear_probe(
 class ProbeReport:
     """How a probe did on held-out rows. `accuracy` scores every row alone (a clip, or a
     video for per-video features); `video_accuracy` averages the softmax of a video's rows.
-    `confusion_matrix` counts videos, [true][predicted]."""
+    `confusion_matrix` counts videos, [true][predicted]. `test` holds a probe sweep's test
+    figures of its chosen probe (`vidzoo.probe_sweep`)."""
 
     classifier: str
     accuracy: float
@@ -223,12 +240,16 @@ class ProbeReport:
     model: dict[str, Any]
     converged: bool
     seconds: float
+    settings: dict[str, float] = field(default_factory=dict)  # {"C": ...}, or an attentive probe's lr, weight_decay
+    balance: str = "none"
+    test: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _as_features(features: Features | str | os.PathLike, role: str) -> Features:
+def labeled_features(features: Features | str | os.PathLike, role: str) -> Features:
+    """`features` (or the features file), refused without labels; `role` names them in the message."""
     features = features if isinstance(features, Features) else load_features(features)
     if features.labels is None:
         where = features.source or "these features"
@@ -243,11 +264,14 @@ def _rows(features: Features, videos: set[str]) -> Features:
         features, features=features.features[keep], labels=features.labels[keep],
         video_ids=[v for v, k in zip(features.video_ids, keep) if k],
         clip_index=None if features.clip_index is None else features.clip_index[keep],
+        token_index=None if features.token_index is None else features.token_index[keep],
     )
 
 
-def _split(features: Features, fraction: float, seed: int) -> tuple[Features, Features]:
-    """Stratified by class over videos, exactly as ``vidzoo train --val-split`` splits videos."""
+def split_videos(features: Features, fraction: float, seed: int,
+                 role: str = "validation") -> tuple[Features, Features]:
+    """(kept, held out): a `fraction` of the videos, stratified by class, exactly as ``vidzoo
+    train --val-split`` splits videos; `role` names the held-out part in messages."""
     label_of: dict[str, int] = {}
     for video, label in zip(features.video_ids, features.labels.tolist()):
         if label_of.setdefault(video, label) != label:
@@ -257,24 +281,24 @@ def _split(features: Features, fraction: float, seed: int) -> tuple[Features, Fe
                          "", features.source or "features")
     kept, held = stratified_split(videos, fraction, seed)
     if not len(held):
-        raise ValueError(f"a {fraction:g} validation split holds out no video: every class has a single video; "
-                         "give a separate validation set (val=... / --val)")
+        raise ValueError(f"a {fraction:g} {role} split holds out no video: every class has a single video; "
+                         f"give a separate {role} set ({_ARG[role]}=... / --{_ARG[role]})")
     return _rows(features, {s.video_id for s in kept.samples}), _rows(features, {s.video_id for s in held.samples})
 
 
-def _onto(val: Features, train: Features) -> Features:
+def onto_classes(val: Features, train: Features, role: str = "validation") -> Features:
     """`val` with its labels re-indexed onto `train`'s classes, by name, after checking that both
-    were extracted the same way."""
+    were extracted the same way; `role` names `val` in messages."""
     if val.dim != train.dim:
-        raise ValueError(f"train features have {train.dim} dimensions but validation features {val.dim}")
+        raise ValueError(f"train features have {train.dim} dimensions but {role} features {val.dim}")
     for key, a, b in (("layer", train.layer, val.layer),
                       ("model weights", train.model.get("tensors_sha256"), val.model.get("tensors_sha256"))):
         if a is not None and b is not None and a != b:
-            raise ValueError(f"train and validation features differ in {key} ({a} vs {b}); extract both the same way")
+            raise ValueError(f"train and {role} features differ in {key} ({a} vs {b}); extract both the same way")
     index = {name: i for i, name in enumerate(train.classes)}
     unknown = sorted({val.classes[i] for i in val.labels} - set(index))
     if unknown:
-        raise ValueError(f"validation classes {unknown} are not among the training classes {train.classes}")
+        raise ValueError(f"{role} classes {unknown} are not among the training classes {train.classes}")
     labels = np.array([index[val.classes[i]] for i in val.labels], dtype=np.int64)
     return dataclasses.replace(val, labels=labels, classes=list(train.classes))
 
@@ -288,19 +312,21 @@ def linear_probe(
     c: float = 1.0,
     max_iter: int = 1000,
     seed: int = 0,
+    balance: Balance = "none",
 ) -> tuple[LinearProbe, ProbeReport]:
     """Fit a probe on `features` (a `Features` or a features file) and score it on `val`, or,
-    without `val`, on a stratified `val_split` of the videos held out from `features`."""
+    without `val`, on a stratified `val_split` of the videos held out from `features`
+    (`balance`: see `fit_linear_probe`)."""
     started = time.perf_counter()
-    train = _as_features(features, "training")
+    train = labeled_features(features, "training")
     if val is not None:
-        held = _onto(_as_features(val, "validation"), train)
+        held = onto_classes(labeled_features(val, "validation"), train)
         val_from = f"validation features {held.source or ''}".strip()
     else:
-        train, held = _split(train, val_split, seed)
+        train, held = split_videos(train, val_split, seed)
         val_from = f"a stratified {val_split:g} of the videos (seed {seed})"
     probe = fit_linear_probe(train.features, train.labels, classifier, classes=train.classes, c=c,
-                             max_iter=max_iter, seed=seed)
+                             max_iter=max_iter, seed=seed, balance=balance)
     probe.info.update(layer=train.layer, model=train.model, per=train.per, clips_per_video=train.clips_per_video)
 
     logits = probe.logits(held.features)
@@ -326,11 +352,14 @@ def linear_probe(
         model=train.model,
         converged=probe.info["converged"],
         seconds=time.perf_counter() - started,
+        settings={"C": c},
+        balance=balance,
     )
     return probe, report
 
 
-def write_probe_report(probe: LinearProbe, report: ProbeReport, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_probe_report(probe: LinearProbe | AttentiveProbe, report: ProbeReport,
+                       out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``report.json``, ``confusion.csv`` (header ``true\\predicted`` then the class
     names), ``confusion.png`` and the probe, ``probe.safetensors``, into `out_dir`."""
     from vidzoo.plots import (

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from vidzoo.fileio import write_atomically
 
-__all__ = ["plot_confusion", "plot_curves", "plot_timeline"]
+__all__ = ["plot_confusion", "plot_curves", "plot_probe_grid", "plot_timeline"]
 
 _ANNOTATE_MAX_CLASSES = 20  # above this, numbers in the cells would overlap
 
@@ -164,6 +165,55 @@ def plot_timeline(
     ax.set_title(title or "class probabilities per window (shaded: top-1 segments)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_probe_grid(cells: Sequence[dict], path: str | os.PathLike, *, best: int | None = None) -> Path:
+    """A probe sweep's grid as a PNG at `path`: one panel per classifier, validation accuracy
+    (and training accuracy, dashed) against C for linear probes, a learning rate x weight decay
+    map for attentive ones; `best` (an index into `cells`) is ringed. `cells` are
+    `vidzoo.probe_sweep.SweepCell` dicts."""
+    if not cells:
+        raise ValueError("no cells to plot")
+    kinds = list(dict.fromkeys(cell["classifier"] for cell in cells))
+    fig = Figure(figsize=(5.0 * len(kinds), 4.0), layout="constrained")
+    for panel, kind in enumerate(kinds, start=1):
+        ax = fig.add_subplot(1, len(kinds), panel)
+        mine = [(i, cell) for i, cell in enumerate(cells) if cell["classifier"] == kind]
+        if "C" in mine[0][1]["settings"]:
+            mine.sort(key=lambda pair: pair[1]["settings"]["C"])
+            cs = [cell["settings"]["C"] for _, cell in mine]
+            ax.plot(cs, [cell["val_accuracy"] for _, cell in mine], "o-", label="validation")
+            ax.plot(cs, [cell["train_accuracy"] for _, cell in mine], "s--", alpha=0.6, label="train")
+            for i, cell in mine:
+                if i == best:
+                    ax.plot(cell["settings"]["C"], cell["val_accuracy"], "o", ms=14, mfc="none", mec="red",
+                            label="chosen")
+            ax.set_xscale("log")
+            ax.set_xlabel("C (inverse regularisation)")
+            ax.set_ylabel("video accuracy")
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+        else:
+            lrs = sorted({cell["settings"]["lr"] for _, cell in mine})
+            wds = sorted({cell["settings"]["weight_decay"] for _, cell in mine})
+            grid = np.full((len(lrs), len(wds)), np.nan)
+            for i, cell in mine:
+                row, col = lrs.index(cell["settings"]["lr"]), wds.index(cell["settings"]["weight_decay"])
+                grid[row, col] = cell["val_accuracy"]
+                ax.text(col, row, f"{cell['val_accuracy']:.2f}", ha="center", va="center", fontsize=9,
+                        color="white" if cell["val_accuracy"] > 0.5 else "black",
+                        weight="bold" if i == best else "normal")
+                if i == best:
+                    ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=3))
+            image = ax.imshow(grid, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+            fig.colorbar(image, ax=ax, shrink=0.8, label="validation video accuracy")
+            ax.set_xticks(range(len(wds)), labels=[f"{w:g}" for w in wds])
+            ax.set_yticks(range(len(lrs)), labels=[f"{lr:g}" for lr in lrs])
+            ax.set_xlabel("weight decay")
+            ax.set_ylabel("learning rate")
+        ax.set_title(kind)
     return _save(fig, path)
 
 

@@ -118,6 +118,9 @@ class Decoder(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: ``iter_frames(size)``, every frame in order in one pass, for reading whole videos
+    # (`VideoReader.iter_frames` reads chunks through `get_frames` where a backend has none).
+
 
 _DECODERS: dict[str, Callable[[str, int], Decoder]] = {}
 
@@ -405,6 +408,16 @@ class PyAVDecoder:
                 break
         return filled
 
+    def iter_frames(self, size: tuple[int, int] | None) -> Iterator[np.ndarray]:
+        """Every frame in presentation order, one decode from the start (see `VideoReader.iter_frames`)."""
+        out_h, out_w = size if size is not None else (self.info.height, self.info.width)
+        for i, frame in enumerate(self._decode_from_start()):
+            if i >= self.info.num_frames:
+                break
+            out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+            self._convert_into(frame, out, out_h, out_w)
+            yield out
+
     def _convert_into(self, frame, out: np.ndarray, out_h: int, out_w: int) -> None:
         """YUV (any format) -> RGB24 at the output size, rotated for display, written into `out`."""
         rotation = _clockwise_rotation(frame)
@@ -445,6 +458,8 @@ register_decoder("pyav", PyAVDecoder)
 
 
 # --------------------------------------------------------------------------- public reader
+
+_ITER_CHUNK = 32  # frames per get_frames call where a backend has no iter_frames
 
 
 class VideoReader:
@@ -526,14 +541,8 @@ class VideoReader:
         h, w = size
         return int(h), int(w)
 
-    def get_frames(self, indices: Sequence[int], size: int | tuple[int, int] | None = None) -> torch.Tensor:
-        """Frames at `indices` as a uint8 tensor (T, H, W, 3), RGB, in the order asked.
-
-        Indices may repeat and come in any order. `size` is None (native), an int (the short
-        side, aspect kept) or (height, width), all as displayed. Grey, 10-bit and alpha
-        sources all come out as 3-channel 8-bit RGB.
-        """
-        indices = [int(i) for i in indices]
+    def _capped_size(self, size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+        """`output_size(size)`, refused when its frames exceed `max_pixels`."""
         out_size = self.output_size(size)
         h, w = out_size if out_size is not None else (self.height, self.width)
         if self.max_pixels is not None and h * w > self.max_pixels:
@@ -542,8 +551,33 @@ class VideoReader:
                 f"frames of {w}x{h} ({h * w} pixels) exceed max_pixels={self.max_pixels}; pass a size "
                 "to resize while decoding, or raise max_pixels",
             )
+        return out_size
+
+    def get_frames(self, indices: Sequence[int], size: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """Frames at `indices` as a uint8 tensor (T, H, W, 3), RGB, in the order asked.
+
+        Indices may repeat and come in any order. `size` is None (native), an int (the short
+        side, aspect kept) or (height, width), all as displayed. Grey, 10-bit and alpha
+        sources all come out as 3-channel 8-bit RGB.
+        """
+        indices = [int(i) for i in indices]
+        out_size = self._capped_size(size)
         frames = self._decoder.get_frames(indices, out_size)
         return torch.from_numpy(frames)
+
+    def iter_frames(self, size: int | tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        """Every frame, in presentation order, as uint8 (H, W, 3) RGB arrays (`size` as in
+        `get_frames`): one pass from the start with one frame in memory at a time, for reading
+        a whole video of any length (re-encoding it, say). Undecodable data raises
+        `CorruptVideoError`; a stream that just ends early yields fewer than `num_frames`."""
+        out_size = self._capped_size(size)
+        iterate = getattr(self._decoder, "iter_frames", None)
+        if iterate is not None:
+            yield from iterate(out_size)
+            return
+        # A backend without a sequential pass: chunks of consecutive frames.
+        for start in range(0, self.num_frames, _ITER_CHUNK):
+            yield from self._decoder.get_frames(range(start, min(start + _ITER_CHUNK, self.num_frames)), out_size)
 
     def close(self) -> None:
         self._decoder.close()

@@ -55,7 +55,7 @@ class Throughput(Callback):
     def __init__(self) -> None:
         self.clips = 0
         self.wait = self.busy = 0.0
-        self.history: list[dict[str, float]] = []  # one entry per finished epoch
+        self.history: list[dict[str, int | float]] = []  # one entry per finished epoch
         self._start = self._batch_start = 0.0
         self._batch_end: float | None = None
 

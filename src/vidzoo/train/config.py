@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from vidzoo.data.balance import BALANCE_HELP, Balance
 from vidzoo.data.clip import ClipOverrides
 from vidzoo.settings import validation_message
 
@@ -30,7 +31,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "Clip": ("frames", "frame_stride", "sampling", "size", "resize_short", "crops", "clips_per_video", "norm",
              "short_policy"),
     "Optimisation": ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                     "step_epochs", "step_gamma", "warmup_epochs", "label_smoothing"),
+                     "step_epochs", "step_gamma", "warmup_epochs", "label_smoothing", "balance"),
     "Transfer learning": ("freeze", "train_last", "backbone_lr_mult", "unfreeze_at", "truncate_after"),
     "Stopping": ("patience", "target_accuracy"),
     "Machinery": ("workers", "seed", "precision", "accelerator", "devices", "strategy", "num_nodes",
@@ -92,6 +93,7 @@ class TrainConfig(ClipOverrides):
     step_gamma: float = Field(0.1, gt=0, description="step schedule: multiply the rate by this")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up length in epochs")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the loss")
+    balance: Balance = Field("none", description=BALANCE_HELP)
     # transfer learning (vidzoo.transfer)
     freeze: str = Field("none", description=FREEZE_HELP)
     train_last: int | None = Field(None, ge=0, description="train only the last N layers and the head")

@@ -5,6 +5,7 @@ seed."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
+from vidzoo.data.balance import balanced_draw
 from vidzoo.train.config import TrainConfig
 from vidzoo.transfer import param_groups
 
@@ -21,12 +23,18 @@ __all__ = ["EpochShuffleSampler", "VideoClassificationModule", "collate_views"]
 class EpochShuffleSampler(Sampler):
     """A fresh permutation each epoch, seeded by (seed, epoch), yielding (epoch, index) keys so
     that every DataLoader worker knows the epoch without shared state. Lightning calls
-    `set_epoch` before each epoch (and wraps this sampler for distributed runs)."""
+    `set_epoch` before each epoch (and wraps this sampler for distributed runs). Given
+    `balance_labels` (the label of every item), each epoch is instead as many items drawn with
+    replacement, every class equally often in expectation (``--balance sampling``)."""
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True):
+    def __init__(self, num_samples: int, seed: int, shuffle: bool = True,
+                 balance_labels: Sequence[int] | None = None):
+        if balance_labels is not None and len(balance_labels) != num_samples:
+            raise ValueError(f"balance_labels has {len(balance_labels)} labels for {num_samples} samples")
         self.num_samples = num_samples
         self.seed = seed
         self.shuffle = shuffle
+        self.balance_labels = None if balance_labels is None else np.asarray(balance_labels, dtype=np.int64)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -37,7 +45,9 @@ class EpochShuffleSampler(Sampler):
 
     def __iter__(self):
         order = np.arange(self.num_samples)
-        if self.shuffle:
+        if self.balance_labels is not None:
+            order = balanced_draw(self.balance_labels, np.random.default_rng([self.seed, self.epoch]))
+        elif self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
         return iter([(self.epoch, int(i)) for i in order])
 
@@ -55,14 +65,18 @@ def collate_views(batch):
 
 
 class VideoClassificationModule(L.LightningModule):
-    """Wraps a vidzoo model: cross-entropy on clips, video-level accuracy on validation."""
+    """Wraps a vidzoo model: cross-entropy on clips (weighted by `class_weights` when given),
+    video-level accuracy on validation."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, steps_per_epoch: int):
+    def __init__(self, model: nn.Module, config: TrainConfig, steps_per_epoch: int,
+                 class_weights: Sequence[float] | None = None):
         super().__init__()
         self.model = model
         self.config = config
         self.steps_per_epoch = max(1, steps_per_epoch)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        # --balance loss: the weights come with the training labels, so the caller passes them.
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

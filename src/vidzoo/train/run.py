@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pydantic import BaseModel
 from torch.utils.data import DataLoader
 
+from vidzoo.data.balance import class_weights
 from vidzoo.data.clip import ClipSpec, resolve_clip_spec
 from vidzoo.data.dataset import BadVideo, VideoDataset
 from vidzoo.data.sources import VideoSource
@@ -97,7 +98,7 @@ class TrainResult(BaseModel):
     load_report: str | None = None
     trainable_parameters: int | None = None
     total_parameters: int | None = None
-    throughput: list[dict[str, float]] = []  # per epoch: clips_per_s and data_wait (share of time)
+    throughput: list[dict[str, int | float]] = []  # per epoch: epoch, clips_per_s, data_wait (share of time)
     test: dict[str, Any] | None = None  # the best model on the test split (--test / --test-split)
     splits: list[dict[str, Any]] = []  # videos per class and split
     warnings: list[str] = []  # labels that look like mistakes, classes with few videos
@@ -182,7 +183,9 @@ def _loaders(config: TrainConfig, spec: ClipSpec, train_set: VideoDataset, val_s
     # times the per-video timeout; a hang then ends in an error naming the video.
     timeout = config.sample_timeout * config.batch_size if config.workers > 0 else 0
     train_loader = DataLoader(
-        train_set, batch_size=config.batch_size, sampler=EpochShuffleSampler(len(train_set), config.seed),
+        train_set, batch_size=config.batch_size, sampler=EpochShuffleSampler(
+            len(train_set), config.seed,
+            balance_labels=[s.label for s in train_set.source.samples] if config.balance == "sampling" else None),
         num_workers=config.workers, worker_init_fn=init, persistent_workers=persistent, timeout=timeout,
         # A last batch of one clip breaks BatchNorm on small inputs (1x1x1 maps); with shuffling
         # every clip is still seen across epochs.
@@ -322,7 +325,13 @@ class _Run:
         self.record_dir = run_dir / DECODING_DIR
         self.record_dir.mkdir(exist_ok=True)
         self.train_loader, self.val_loader = _loaders(config, spec, self.train_set, self.val_set, self.record_dir)
-        self.module = VideoClassificationModule(model, config, steps_per_epoch=len(self.train_loader))
+        weights = None
+        if config.balance == "loss":
+            weights = class_weights([s.label for s in data.train.samples], len(data.train.classes))
+            say("class-balanced loss weights: " + ", ".join(
+                f"{name} {w:.3g}" for name, w in zip(data.train.classes, weights)))
+        self.module = VideoClassificationModule(model, config, steps_per_epoch=len(self.train_loader),
+                                                class_weights=weights)
         self.checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
                                            mode="max", save_top_k=1, enable_version_counter=False)
         self.throughput = Throughput()
