@@ -82,3 +82,46 @@ def test_predict_windows_cover_the_video_with_times_in_seconds(tiny_model):
 def test_predict_windows_rejects_non_positive_times(tiny_model, window, stride, bad):
     with pytest.raises(ValueError, match=f"{bad} must be a positive number of seconds"):
         predict_windows(tiny_model, SHORT, window=window, stride=stride)
+
+
+def _window(start: float, end: float, label: str, p: float):
+    from vidzoo.predict import WindowPrediction
+
+    return WindowPrediction(start, end, [(label, p), ("other", 1 - p)])
+
+
+def test_merge_segments_joins_runs_of_the_same_top1_and_tiles_the_video():
+    from vidzoo.predict import merge_segments
+
+    windows = [_window(0, 2, "walk", 0.6), _window(1, 3, "walk", 0.8), _window(2, 4, "run", 0.7),
+               _window(3, 5, "walk", 0.9), _window(4, 6, "walk", 0.5)]
+    segments = merge_segments(windows)
+    assert [(s.label, s.windows) for s in segments] == [("walk", 2), ("run", 1), ("walk", 2)]
+    # Boundaries midway between the centres of the windows on either side (2 and 3, 3 and 4).
+    assert [(s.start_s, s.end_s) for s in segments] == [(0, 2.5), (2.5, 3.5), (3.5, 6)]
+    assert [s.probability for s in segments] == pytest.approx([0.7, 0.7, 0.7])
+    assert merge_segments([]) == [] and len(merge_segments(windows[:1])) == 1
+
+
+def test_predict_cli_window_writes_segments_json_and_a_timeline_png(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidzoo.cli import app
+    from vidzoo.models.factory import save_model
+
+    model_file = save_model(tiny_model, tmp_path / "tiny.safetensors")
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(model_file), str(SHORT), "--window", "2", "--stride", "1",
+                                 "--engine", "eager", "--precision", "fp32", "--top-k", "2", "--json",
+                                 "--plot", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    (answer,) = json.loads(result.stdout)
+    windows = predict_windows(tiny_model, SHORT, window=2, stride=1, top_k=2)
+    assert [w["top"] for w in answer["windows"]] == [w.to_dict()["top"] for w in windows]
+    segments = answer["segments"]
+    assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(10.0)
+    assert sum(s["windows"] for s in segments) == len(windows) == 9
+    png = Path(answer["plot"])
+    assert png == tmp_path / "plots" / "test.timeline.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    refused = runner.invoke(app, ["predict", str(model_file), str(SHORT), "--plot", str(tmp_path / "p")])
+    assert refused.exit_code == 2 and "--plot draws the timeline" in refused.output

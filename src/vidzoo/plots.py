@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from vidzoo.fileio import write_atomically
 
-__all__ = ["plot_confusion", "plot_curves", "plot_probe_grid"]
+__all__ = ["plot_confusion", "plot_curves", "plot_probe_grid", "plot_timeline"]
 
 _ANNOTATE_MAX_CLASSES = 20  # above this, numbers in the cells would overlap
 
@@ -119,6 +119,52 @@ def plot_curves(rows: Sequence[dict], path: str | os.PathLike, *, chance: float 
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_timeline(
+    windows: Sequence[Mapping],
+    segments: Sequence[Mapping],
+    path: str | os.PathLike,
+    *,
+    classes_shown: int = 5,
+    title: str | None = None,
+) -> Path:
+    """Draw class probabilities over time as a PNG at `path`: one line per class among the
+    `classes_shown` that reach the highest probability in some window (each window's value at
+    its centre), and the top-1 `segments` shaded in their class's colour (grey for a class
+    without a line).
+
+    `windows` are ``{"start_s", "end_s", "top": [{"class", "probability"}, ...]}`` (as
+    ``WindowPrediction.to_dict()``; a class missing from a window's ``top`` counts as 0) and
+    `segments` ``{"start_s", "end_s", "label"}`` (as ``Segment.to_dict()``).
+    """
+    if not windows:
+        raise ValueError("no windows to plot")
+    if classes_shown < 1:
+        raise ValueError(f"classes_shown must be at least 1, got {classes_shown}")
+    probs = [{t["class"]: t["probability"] for t in w["top"]} for w in windows]
+    peak: dict[str, float] = {}
+    for p in probs:
+        for name, value in p.items():
+            peak[name] = max(peak.get(name, 0.0), value)
+    shown = sorted(peak, key=lambda name: -peak[name])[:classes_shown]
+    colours = {name: f"C{k}" for k, name in enumerate(shown)}
+    fig = Figure(figsize=(11.0, 3.6), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    for seg in segments:
+        ax.axvspan(seg["start_s"], seg["end_s"], color=colours.get(seg["label"], "grey"), alpha=0.15, linewidth=0)
+    centres = [(w["start_s"] + w["end_s"]) / 2 for w in windows]
+    for name in shown:
+        ax.plot(centres, [p.get(name, 0.0) for p in probs], color=colours[name], marker="o", markersize=2,
+                linewidth=1.5, label=name)
+    ax.set_xlim(windows[0]["start_s"], max(w["end_s"] for w in windows))
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("probability")
+    ax.set_title(title or "class probabilities per window (shaded: top-1 segments)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.grid(alpha=0.3)
     return _save(fig, path)
 
 

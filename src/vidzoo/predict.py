@@ -26,7 +26,8 @@ from vidzoo.export import OnnxModel
 from vidzoo.models._base import VideoClassifier
 from vidzoo.models.factory import default_class_names
 
-__all__ = ["VideoPrediction", "WindowPrediction", "predict_video", "predict_windows", "class_names", "video_views"]
+__all__ = ["VideoPrediction", "WindowPrediction", "Segment", "predict_video", "predict_windows", "merge_segments",
+           "class_names", "video_views"]
 
 Runnable = VideoClassifier | OnnxModel | Engine
 
@@ -180,3 +181,41 @@ def _top(probs: torch.Tensor, names: list[str], k: int) -> list[tuple[str, float
 
 def _top_dicts(top: list[tuple[str, float]]) -> list[dict[str, Any]]:
     return [{"class": name, "probability": p} for name, p in top]
+
+
+@dataclass
+class Segment:
+    """Consecutive windows with the same top-1 class, merged: ``[start_s, end_s)`` labelled `label`."""
+
+    start_s: float
+    end_s: float
+    label: str
+    probability: float  # the label's mean probability over the merged windows
+    windows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def merge_segments(windows: list[WindowPrediction]) -> list[Segment]:
+    """Merge consecutive windows (as `predict_windows` returns them) whose top-1 class is the
+    same into segments that tile the video without overlap: where overlapping windows change
+    label, the boundary is midway between the centres of the last window of one segment and
+    the first window of the next."""
+    runs: list[list[WindowPrediction]] = []
+    for w in windows:
+        if runs and runs[-1][-1].top[0][0] == w.top[0][0]:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    segments = []
+    for k, run in enumerate(runs):
+        start = run[0].start_s if k == 0 else segments[-1].end_s
+        end = run[-1].end_s if k == len(runs) - 1 else (_centre(run[-1]) + _centre(runs[k + 1][0])) / 2
+        label = run[0].top[0][0]
+        segments.append(Segment(start, end, label, sum(w.top[0][1] for w in run) / len(run), len(run)))
+    return segments
+
+
+def _centre(w: WindowPrediction) -> float:
+    return (w.start_s + w.end_s) / 2

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from vidzoo.cli import data, export, features, models, run, train
+from vidzoo.cli import data, export, features, models, run, serve, train
 from vidzoo.cli._common import console, user_errors
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ train.register(app)
 run.register(app)
 features.register(app)
 export.register(app)
+serve.register(app)
 app.command(name="quickstart")(quickstart_command)
 
 # The command list shows each docstring's first paragraph as one line; typer would keep the

@@ -122,15 +122,21 @@ def predict(
     engine: str = typer.Option("auto", rich_help_panel=INFERENCE, help=ENGINE_HELP),
     precision: str = typer.Option("auto", rich_help_panel=INFERENCE, help=PRECISION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    plot: Optional[Path] = typer.Option(None, help="With --window: write each video's timeline, "
+                                        "PLOT/<video name>.timeline.png (probabilities of the top classes "
+                                        "over time, top-1 segments shaded)."),
 ) -> None:
-    """Top-k labels per video, or per time window with --window/--stride. Every video gets its
-    answer or its error; the exit code is 1 when a video failed (0 with --skip-bad). The model
-    runs as --engine/--precision say (auto: measured, said in one line on stderr)."""
+    """Top-k labels per video, or per time window with --window/--stride: then also the segments
+    where the top-1 label stays the same, and with --plot a timeline PNG per video. Every video
+    gets its answer or its error; the exit code is 1 when a video failed (0 with --skip-bad). The
+    model runs as --engine/--precision say (auto: measured, said in one line on stderr)."""
     from vidzoo.data.video import VideoDecodeError
     from vidzoo.engine import inference_engine, load_inference_model
-    from vidzoo.predict import predict_video, predict_windows, video_views
+    from vidzoo.predict import merge_segments, predict_video, predict_windows, video_views
 
     check_decoder_option(decoder)
+    if plot is not None and window is None:
+        raise ValueError("--plot draws the timeline of --window predictions: give --window too")
     results = []
     model = load_inference_model(model_file, device=device)
     calibration = None
@@ -142,15 +148,24 @@ def predict(
             except VideoDecodeError:
                 continue
     per_video = 1 if window is not None else (clips_per_video or model.clip_spec.clips_per_video) * model.clip_spec.crops
+    plotted: set[str] = set()
     with inference_engine(model, engine=engine, precision=precision, device=device, batch_size=batch_size,
                           calibration=calibration, job_clips=len(videos) * per_video) as run:
         err_console.print(run.summary, highlight=False, soft_wrap=True)
         for video in videos:
             try:
                 if window is not None:
-                    windows = predict_windows(run, video, window=window, stride=stride or window, top_k=top_k,
-                                              batch_size=run.batch_size, decoder=decoder)
-                    results.append({"path": str(video), "windows": [w.to_dict() for w in windows]})
+                    # Every class's probability per window (the plot draws the top classes over
+                    # time); the answer lists the top_k of each.
+                    windows = predict_windows(run, video, window=window, stride=stride or window,
+                                              top_k=run.num_classes, batch_size=run.batch_size,
+                                              decoder=decoder)
+                    segments = [s.to_dict() for s in merge_segments(windows)]
+                    full = [w.to_dict() for w in windows]
+                    results.append({"path": str(video), "windows": [w | {"top": w["top"][:top_k]} for w in full],
+                                    "segments": segments})
+                    if plot is not None:
+                        results[-1]["plot"] = str(_plot_timeline(full, segments, plot, Path(video), plotted))
                 else:
                     results.append(predict_video(run, video, top_k=top_k, clips_per_video=clips_per_video,
                                                  decoder=decoder).to_dict())
@@ -165,6 +180,17 @@ def predict(
         raise typer.Exit(code=1)
 
 
+def _plot_timeline(windows: list[dict], segments: list[dict], folder: Path, video: Path, taken: set[str]) -> Path:
+    from vidzoo.plots import plot_timeline
+
+    name = video.stem
+    while name in taken:  # two videos of the same name from different folders
+        name += "_"
+    taken.add(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return plot_timeline(windows, segments, folder / f"{name}.timeline.png", title=video.name)
+
+
 def _print_prediction(result: dict) -> None:
     console.print(f"[bold]{result['path']}[/]", highlight=False, soft_wrap=True)
     if "error" in result:
@@ -173,6 +199,12 @@ def _print_prediction(result: dict) -> None:
         for w in result["windows"]:
             top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in w["top"])
             console.print(f"  {w['start_s']:8.2f}-{w['end_s']:8.2f} s  {top}", highlight=False, soft_wrap=True)
+        console.print("  segments (same top-1):", highlight=False)
+        for s in result["segments"]:
+            console.print(f"  {s['start_s']:8.2f}-{s['end_s']:8.2f} s  {s['label']} ({s['probability']:.2f}, "
+                          f"{s['windows']} window(s))", highlight=False, soft_wrap=True)
+        if "plot" in result:
+            console.print(f"  timeline: {result['plot']}", highlight=False, soft_wrap=True)
     else:
         for t in result["top"]:
             console.print(f"  {t['probability']:.3f}  {t['class']}", highlight=False, soft_wrap=True)
