@@ -55,7 +55,9 @@ def _run_in_pool(function, tasks: list, workers: int, timeout: float, failed, ad
     while remaining:
         pool = context.Pool(min(workers, len(remaining)), maxtasksperchild=50)
         try:
-            pool.map(_ready, range(min(workers, len(remaining))))  # wait until the workers are up
+            # Wait until the workers are up, with `function`'s module imported (unpickling the
+            # function imports it: torch, for a decoder), so no task's clock counts that.
+            pool.map(_ready, [function] * min(workers, len(remaining)))
             pending = [(i, task, pool.apply_async(function, (task,))) for i, task in remaining]
             remaining = []
             for k, (i, task, job) in enumerate(pending):
@@ -75,7 +77,7 @@ def _run_in_pool(function, tasks: list, workers: int, timeout: float, failed, ad
     return [results[i] for i in range(len(tasks))]
 
 
-def _ready(_: int) -> None:
+def _ready(_function: Callable) -> None:
     time.sleep(0.05)  # long enough that each worker takes one of these
 
 
