@@ -278,9 +278,19 @@ def test_11_ctrl_c_says_how_to_resume(tmp_path):
 # --------------------------------------------------------------------------- 12. smaller things
 
 
-def test_12_a_refused_run_leaves_no_folder_and_a_failed_one_says_it_kept_its_folder(videos, tmp_path):
+def test_12_a_refused_run_leaves_no_folder_and_a_failed_one_says_it_kept_its_folder(videos, tmp_path, monkeypatch):
     result = vidzoo("train", "--data", videos / "labels.csv", "--model", "c3d_bnn", "--out", tmp_path / "refused")
     assert result.exit_code == 2 and not (tmp_path / "refused").exists()
+
+    def fails_midway(config, **kwargs):  # a run that started, wrote its folder, then stopped
+        Path(config.out).mkdir(parents=True)
+        (Path(config.out) / "config.yaml").write_text("model: c3d_bn\n")
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr("vidzoo.train.run.train", fails_midway)
+    result = vidzoo("train", "--data", videos / "labels.csv", "--out", tmp_path / "failed")
+    assert result.exit_code != 0 and (tmp_path / "failed" / "config.yaml").is_file()
+    assert f"the run directory {tmp_path / 'failed'} is kept" in " ".join(result.output.split())
 
 
 def test_12_model_files_get_the_usual_file_mode(start_file):

@@ -165,7 +165,7 @@ def test_without_a_network_a_download_fails_at_once_naming_the_file_and_the_offl
     started = time.perf_counter()
     with pytest.raises(WeightsNotFoundError) as err:
         create_model("r3d_18", pretrained="kinetics400", **TINY_R3D)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # not the hub client's minute of retries (loose: a busy CI machine)
     message = str(err.value)
     assert "no network" in message and str(offline / "checkpoints" / filename) in message
     assert "VIDZOO_OFFLINE=1" in message

@@ -545,7 +545,8 @@ def hf_cached_file(repo_id: str, filenames: tuple[str, ...], what: str) -> str:
     looked = " or ".join(f"{repo_id}/{name}" for name in filenames)
     raise WeightsNotFoundError(
         f"offline (VIDZOO_OFFLINE/HF_HUB_OFFLINE, or no network): {looked} is not in the Hugging Face hub cache "
-        f"{constants.HF_HUB_CACHE} ({what}); run once online to fetch it"
+        f"{constants.HF_HUB_CACHE} ({what}); run once online to fetch it (then VIDZOO_OFFLINE=1 never tries the "
+        "network)"
     )
 
 

@@ -49,8 +49,9 @@ def models(
         print_json(rows)
         return
     table = Table()
+    # In a narrow terminal the text columns fold onto more lines: nothing is cut.
     for header in ("name", "family", "params", "GFLOPs", "default clip", "pretrained", "aliases"):
-        table.add_column(header, no_wrap=True)
+        table.add_column(header, no_wrap=header in ("params", "GFLOPs"), overflow="fold")
     for r in rows:
         sizes = ["", "", ""] if r["params"] is None else [f"{r['params']:,}", f"{r['gflops']:.1f}", _clip_text(r["clip"])]
         table.add_row(r["name"], r["family"], *sizes, ", ".join(r["pretrained"]), ", ".join(r["aliases"]))

@@ -65,7 +65,10 @@ def _train(
     if result.trainable_parameters != result.total_parameters:
         console.print(f"trained {result.trainable_parameters:,} of {result.total_parameters:,} parameters")
     console.print(f"model file: [bold]{result.model_file}[/]")
-    console.print(f"best val accuracy: {result.best_val_accuracy} (epoch {result.best_epoch}); run dir {result.run_dir}")
+    # Epochs are counted from 1 here, as the progress display counts them (summary.json and
+    # metrics.csv keep Lightning's index, from 0).
+    best = "" if result.best_epoch is None else f" (epoch {result.best_epoch + 1})"
+    console.print(f"best val accuracy: {result.best_val_accuracy}{best}; run dir {result.run_dir}")
     if result.test is not None:
         test = result.test
         console.print(f"test: video accuracy {test['video_accuracy']:.2%}, clip accuracy {test['clip_accuracy']:.2%} "

@@ -164,7 +164,10 @@ class RunRecorder(Callback):
             from vidzoo.plots import plot_curves
 
             chance = 1 / pl_module.model.num_classes
-            plot_curves(read_metrics(path), self.run_dir / "curves.png", chance=chance)
+            # The plot counts epochs from 1, as the progress display does (metrics.csv from 0).
+            rows = [{**row, "epoch": row["epoch"] + 1} if row.get("epoch") is not None else row
+                    for row in read_metrics(path)]
+            plot_curves(rows, self.run_dir / "curves.png", chance=chance)
         except Exception as e:  # noqa: BLE001 - a plot must never end a training run
             log.warning("could not draw curves.png: %s", e)
         limit = self.max_bad_fraction * self.total_videos
