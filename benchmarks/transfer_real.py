@@ -192,7 +192,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs of every trained route")
     parser.add_argument("--name", default="transfer_real", help="results file stem under --out")
     parser.add_argument("--merge", type=Path, nargs="*", default=None,
-                        help="only write NAME.md from these results files (e.g. one run per model)")
+                        help="only write NAME.md and NAME.json from these results files (e.g. one run per model)")
+    parser.add_argument("--note", help="a sentence under the table (e.g. how busy the machine was)")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -200,7 +201,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         loaded = [json.loads(path.read_text()) for path in args.merge]
-        write_table([row for data in loaded for row in data["rows"]], loaded[0]["meta"], args.out / f"{args.name}.md")
+        rows = [row for data in loaded for row in data["rows"]]
+        (args.out / f"{args.name}.json").write_text(json.dumps(
+            {"merged_from": [path.name for path in args.merge], "metas": [data["meta"] for data in loaded],
+             "rows": rows}, indent=2))
+        write_table(rows, loaded[0]["meta"], args.out / f"{args.name}.md", args.note)
         return
     trained_shots = args.shots if args.trained_shots is None else args.trained_shots
     # Imported here so that the split helpers above import in a moment (tests/test_transfer_real_split.py).
@@ -295,14 +300,14 @@ def main() -> None:
                     save()
 
     save()
-    write_table(results, meta_of(args), args.out / f"{args.name}.md")
+    write_table(results, meta_of(args), args.out / f"{args.name}.md", args.note)
 
 
 def meta_of(args) -> dict:
     return {"epochs": args.epochs, "draws": args.draws}
 
 
-def write_table(results: list[dict], meta: dict, path: Path) -> None:
+def write_table(results: list[dict], meta: dict, path: Path, note: str | None = None) -> None:
     """The markdown table of `results`: mean (min-max) test accuracy per (model, K, route)."""
     models = list(dict.fromkeys(r["model"] for r in results))
     shots = sorted({r["shots"] for r in results})
@@ -328,6 +333,8 @@ def write_table(results: list[dict], meta: dict, path: Path) -> None:
                         if r["model"] == model and r["route"] == route and r["shots"] == k]
                 cells.append(f"{statistics.mean(accs):.1%} ({min(accs):.0%}-{max(accs):.0%})" if accs else "-")
             lines.append(f"| {model} | {k} | " + " | ".join(cells) + " |")
+    if note:
+        lines += ["", note]
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
