@@ -45,6 +45,7 @@ import json
 import math
 import platform
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -301,6 +302,7 @@ def main() -> None:
 
     save()
     write_table(results, meta_of(args), args.out / f"{args.name}.md", args.note)
+    shutil.rmtree(work)  # the clips and every run's model files: about 1 GB for one model's grid
 
 
 def meta_of(args) -> dict:
