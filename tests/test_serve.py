@@ -403,7 +403,11 @@ def test_client_disconnect_mid_upload_leaves_no_file(server):
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):  # it ended while we looked
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -415,8 +419,11 @@ def _process_tree_rss_mb() -> float:
     while todo:
         pid = todo.pop()
         pids.append(pid)
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            todo += [int(c) for c in (task / "children").read_text().split()]
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # a thread or process ended while we looked
+            continue
     return sum(_rss_mb(p) for p in pids)
 
 
