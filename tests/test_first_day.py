@@ -351,3 +351,16 @@ def test_12_the_models_table_is_not_cut_at_80_columns(monkeypatch):
     assert shown.exit_code == 0, shown.output
     row = next(line for line in shown.stdout.splitlines() if "c2d_inception_resnet_v2" in line)
     assert "54,827,507" in row and "IRv2, IRv2avg" in row and len(row) > 80
+
+
+def test_12_the_readme_and_the_help_give_the_quickstart_the_same_duration():
+    import inspect
+    import re
+
+    from vidzoo.cli import quickstart_command
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said_in_readme = re.search(r"takes about\s+(\d+) minutes", readme)
+    said_in_help = re.search(r"about (\d+) minutes on 2 CPU cores", inspect.getdoc(quickstart_command))
+    assert said_in_readme and said_in_help
+    assert said_in_readme.group(1) == said_in_help.group(1)

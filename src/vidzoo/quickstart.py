@@ -1,6 +1,6 @@
 """The whole path on the built-in dataset: make data, train, evaluate, predict.
 
-`make quickstart` runs this. The recipe is sized for about a minute and a half on two CPU cores:
+`make quickstart` runs this. The recipe is sized for about 3 minutes on two CPU cores:
 a C3D-BN at a quarter of the paper's width, 8 frames taken every 2nd frame, 32-pixel crops, two
 clips per test video. Flips are off because they would turn `move_left` into `move_right`.
 """

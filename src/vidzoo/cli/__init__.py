@@ -30,7 +30,7 @@ def quickstart_command(
     workers: int = typer.Option(2, help="DataLoader worker processes."),
 ) -> None:
     """Make the synthetic dataset, train a light C3D-BN, evaluate it on the test split and
-    predict two test videos (about a minute and a half on 2 CPU cores)."""
+    predict two test videos (about 3 minutes on 2 CPU cores)."""
     from vidzoo.quickstart import quickstart
 
     summary = quickstart(out, epochs=epochs, videos_per_class=videos_per_class, workers=workers,
