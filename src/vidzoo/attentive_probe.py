@@ -30,6 +30,7 @@ from torch import nn
 
 from vidzoo.data.balance import Balance, balanced_draw, check_balance, class_weights
 from vidzoo.features import Features
+from vidzoo.fileio import read_safetensors_with_metadata
 
 __all__ = ["AttentivePooler", "AttentiveProbe", "VideoRows", "fit_attentive_probes", "load_attentive_probe",
            "video_rows"]
@@ -150,22 +151,8 @@ def _standardise(videos: VideoRows, mean: np.ndarray, scale: np.ndarray) -> torc
 
 def load_attentive_probe(path: str | os.PathLike) -> AttentiveProbe:
     """The probe saved by `AttentiveProbe.save`."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"probe file {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
-            header = f.metadata() or {}
-    except SafetensorError as e:
-        raise ValueError(f"{path} is not a safetensors file: {e}") from None
-    if _METADATA_KEY not in header:
-        raise ValueError(f"{path} is not a vidzoo attentive probe (no {_METADATA_KEY!r} metadata)")
-    meta = json.loads(header[_METADATA_KEY])
-    if meta.get("format_version", 0) > _FORMAT_VERSION:
-        raise ValueError(f"{path} has probe format_version {meta['format_version']}; upgrade vidzoo to read it")
+    tensors, meta = read_safetensors_with_metadata(path, key=_METADATA_KEY, what="attentive probe",
+                                                   format_version=_FORMAT_VERSION, framework="pt")
     pooler = AttentivePooler(meta["in_dim"], len(meta["classes"]), dim=meta["dim"], heads=meta["heads"])
     try:
         pooler.load_state_dict({k.removeprefix("pooler."): v for k, v in tensors.items() if k.startswith("pooler.")})

@@ -1,8 +1,10 @@
-"""Writing files so that a crash never leaves half of one, and hashing files."""
+"""Writing files so that a crash never leaves half of one, hashing files, and reading our small
+safetensors files (probes) back with their JSON metadata."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Callable
@@ -57,3 +59,27 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_safetensors_with_metadata(path: str | os.PathLike, *, key: str, what: str, format_version: int,
+                                   framework: str = "np") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tensors of a safetensors file vidzoo wrote, and the JSON metadata stored under `key`.
+    Raises FileNotFoundError, or ValueError naming the file when it is not safetensors, has no
+    `key` metadata (not a `what`), or was written by a newer vidzoo (a higher format version)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} not found")
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            header = f.metadata() or {}
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a safetensors file: {e}") from None
+    if key not in header:
+        raise ValueError(f"{path} is not a vidzoo {what} (no {key!r} metadata)")
+    meta = json.loads(header[key])
+    if meta.get("format_version", 0) > format_version:
+        raise ValueError(f"{path} has {what} format_version {meta['format_version']}; upgrade vidzoo to read it")
+    return tensors, meta

@@ -30,6 +30,7 @@ from vidzoo.data.balance import Balance, balanced_draw, check_balance
 from vidzoo.data.sources import VideoSample, VideoSource, stratified_split
 from vidzoo.evaluate import aggregate, write_confusion_csv
 from vidzoo.features import Features, load_features
+from vidzoo.fileio import read_safetensors_with_metadata
 
 __all__ = [
     "CLASSIFIERS",
@@ -126,22 +127,8 @@ class LinearProbe:
 
 def load_linear_probe(path: str | os.PathLike) -> LinearProbe:
     """The probe saved by `LinearProbe.save`."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"probe file {path} not found")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            arrays = {name: f.get_tensor(name) for name in f.keys()}
-            header = f.metadata() or {}
-    except SafetensorError as e:
-        raise ValueError(f"{path} is not a safetensors file: {e}") from None
-    if _METADATA_KEY not in header:
-        raise ValueError(f"{path} is not a vidzoo linear probe (no {_METADATA_KEY!r} metadata)")
-    meta = json.loads(header[_METADATA_KEY])
-    if meta.get("format_version", 0) > _FORMAT_VERSION:
-        raise ValueError(f"{path} has probe format_version {meta['format_version']}; upgrade vidzoo to read it")
+    arrays, meta = read_safetensors_with_metadata(path, key=_METADATA_KEY, what="linear probe",
+                                                  format_version=_FORMAT_VERSION)
     missing = sorted({"class_indices", "mean", "scale", "coef", "intercept"} - set(arrays))
     if missing:
         raise ValueError(f"{path} lacks the array(s) {', '.join(missing)}")
