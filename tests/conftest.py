@@ -1,5 +1,7 @@
 """Shared test set-up: where the real video fixtures live."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,12 @@ import torch
 # make test runs two xdist workers on two cores: one compute thread each, or every worker's
 # torch ops spawn a thread per core and the suite runs at half speed.
 torch.set_num_threads(1)
+
+# Commands default to --engine auto, which caches its measurements (and exported ONNX files) in
+# ~/.cache/vidzoo (VIDZOO_CACHE_DIR): tests keep theirs in a fresh temporary folder, never the user's,
+# so no test's choice depends on an earlier run.
+os.environ["VIDZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="vidzoo-test-cache-")
+
 
 def pytest_collection_modifyitems(config, items) -> None:
     """The long tests (marked slow) first: with two xdist workers they then overlap with the
