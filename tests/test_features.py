@@ -256,6 +256,14 @@ def test_the_npy_sidecar_describes_the_extraction(model, dataset, tmp_path):
     assert (meta["layer"], meta["per"], meta["shape"]) == ("pre_logits", "video", [8, 256])
     assert meta["clips_per_video"] == model.clip_spec.clips_per_video == 10  # the model's, by default
     assert meta["clip_spec"]["frames"] == TINY_MODEL["frames"]
+    assert "throughput" not in meta  # timings differ run to run: not part of the data
+
+
+def test_extraction_reports_its_rate_and_data_wait_share(model, dataset):
+    """As `vidzoo eval` does: clips per second of the loop, and the share spent waiting for decoding."""
+    features = extract_features(model, dataset / "test.csv", per="clip", clips_per_video=2, progress=False)
+    speed = features.throughput
+    assert speed["clips_per_s"] > 0 and 0 < speed["data_wait_share"] <= 1  # 0 workers: every decode is waited for
 
 
 def test_a_parquet_file_without_labels_loads_with_labels_none(tmp_path):
@@ -319,6 +327,7 @@ def test_extract_command_writes_features_and_sidecar(model, dataset, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["rows"], summary["layer"], summary["per"]) == (16, "features.conv2", "clip")
+    assert summary["clips_per_s"] > 0 and 0 < summary["data_wait_share"] <= 1
     expected = extract_features(model, dataset / "test.csv", layer="features.conv2", per="clip", clips_per_video=2,
                                 progress=False)
     np.testing.assert_array_equal(load_features(out).features, expected.features)

@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -262,6 +262,37 @@ class CatchingDataset(Dataset):
         return _Item(views, label, video_id, sample.path, None)
 
 
+class WaitClock:
+    """Times a loop over a DataLoader: `items(loader)` yields its items while adding up the time
+    spent waiting for each (decoding not yet done), for the data-wait share eval and extract report."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.waited = 0.0
+
+    def items(self, loader: Iterable[_Item]) -> Iterator[_Item]:
+        it = iter(loader)
+        while True:
+            asked = time.perf_counter()
+            item = next(it, None)
+            self.waited += time.perf_counter() - asked
+            if item is None:
+                return
+            yield item
+
+    def meta(self) -> dict[str, float]:
+        """``seconds`` and ``data_wait_seconds`` so far, as chunks carry them."""
+        return {"seconds": time.perf_counter() - self.started, "data_wait_seconds": self.waited}
+
+
+def throughput(chunks: Sequence[Chunk], views: int) -> dict[str, float | None]:
+    """``clips_per_s`` (views per second of the loops) and ``data_wait_share`` of chunks timed by `WaitClock`."""
+    seconds = sum(chunk.meta.get("seconds", 0.0) for chunk in chunks)
+    waited = sum(chunk.meta.get("data_wait_seconds", 0.0) for chunk in chunks)
+    return {"clips_per_s": views / seconds if seconds > 0 else None,
+            "data_wait_share": waited / seconds if seconds > 0 else None}
+
+
 def single_video(batch: list[_Item]) -> _Item:
     # batch_size=1 video: keep its views tensor as it is (the batcher packs views itself).
     return batch[0]
@@ -378,8 +409,6 @@ def evaluate(
         )
     if store is not None:
         store.remove()
-    loop_seconds = sum(chunk.meta.get("seconds", 0.0) for chunk in results)
-    waited = sum(chunk.meta.get("data_wait_seconds", 0.0) for chunk in results)
     views = sum(int(chunk.arrays["views"].sum()) for chunk in results)
     return EvalReport(
         **tally.metrics(classes),
@@ -388,8 +417,7 @@ def evaluate(
         excluded=excluded,
         seconds=time.perf_counter() - started,
         engine=run.summary,
-        clips_per_s=views / loop_seconds if loop_seconds > 0 else None,
-        data_wait_share=waited / loop_seconds if loop_seconds > 0 else None,
+        **throughput(results, views),
     )
 
 
@@ -406,15 +434,8 @@ def _evaluate_chunk(model: nn.Module, dataset: CatchingDataset, videos: range, n
     def take(done: list[tuple[Any, torch.Tensor]]) -> None:
         scored.extend((key, video_scores(logits, key[1], num_classes)) for key, logits in done)
 
-    started = time.perf_counter()
-    waited = 0.0
-    items = iter(loader)
-    while True:
-        asked = time.perf_counter()
-        item = next(items, None)
-        waited += time.perf_counter() - asked
-        if item is None:
-            break
+    clock = WaitClock()
+    for item in clock.items(loader):
         if item.views is None:
             if not skip_bad:
                 raise VideoDecodeError(item.path, item.error)
@@ -431,7 +452,7 @@ def _evaluate_chunk(model: nn.Module, dataset: CatchingDataset, videos: range, n
         "labels": np.array([label for (_, label), _ in scored], dtype=np.int64),
     }
     return Chunk(arrays, {"video_ids": [video_id for (video_id, _), _ in scored], "excluded": excluded,
-                          "seconds": time.perf_counter() - started, "data_wait_seconds": waited})
+                          **clock.meta()})
 
 
 def _fingerprint(model: VideoClassifier, source: VideoSource, spec: ClipSpec, chunk_size: int,

@@ -58,10 +58,12 @@ from vidzoo.engine import build_feature_engine
 from vidzoo.evaluate import (
     CatchingDataset,
     ViewBatcher,
+    WaitClock,
     clip_spec_for,
     first_views,
     inference_mode,
     single_video,
+    throughput,
 )
 from vidzoo.fileio import write_atomically
 from vidzoo.model_file import tensors_sha256
@@ -112,6 +114,9 @@ class Features:
     source: str | None = None
     excluded: list[dict[str, str]] = field(default_factory=list)  # {video_id, path, reason}
     token_index: np.ndarray | None = None  # (rows,) int64, per-token rows only
+    # How fast the extraction that made these features ran: clips_per_s and data_wait_share (the
+    # share of the loop spent waiting for decoded videos). Not saved: it is not part of the data.
+    throughput: dict[str, float | None] | None = None
 
     def __post_init__(self) -> None:
         rows = len(self.features)
@@ -311,6 +316,7 @@ def extract_features(
     if results is None:  # another process than 0: its chunks are on disk
         return None
     features = _merge_chunks(template, results, source)
+    features.throughput = throughput(results, sum(chunk.meta.get("views", 0) for chunk in results))
     features.model["engine"] = run.summary  # how these numbers were computed, in the sidecar too
     if out is not None:
         save_features(features, out, overwrite=overwrite)
@@ -377,13 +383,16 @@ def _extract_chunk(
     def take(done: list[tuple[Any, torch.Tensor]]) -> None:
         rows.extend((video_id, label, feats) for (video_id, label), feats in done)
 
-    for item in loader:
+    clock = WaitClock()
+    views = 0
+    for item in clock.items(loader):
         if item.views is None:
             if not skip_bad:
                 raise VideoDecodeError(item.path, f"{item.error} (skip_bad / --skip-bad leaves such videos out "
                                                   "and lists them)")
             excluded.append({"video_id": item.video_id, "path": item.path, "reason": item.error})
         else:
+            views += len(item.views)
             take(batcher.push(item.views, (item.video_id, item.label)))
         advance()
     take(batcher.flush())
@@ -406,7 +415,7 @@ def _extract_chunk(
         arrays["token_index"] = (np.concatenate([np.arange(n, dtype=np.int64) % tokens for n in counts]) if counts
                                  else np.zeros(0, np.int64))
     video_ids = [video_id for (video_id, _, _), n in zip(rows, counts) for _ in range(n)]
-    return Chunk(arrays, {"video_ids": video_ids, "excluded": excluded})
+    return Chunk(arrays, {"video_ids": video_ids, "excluded": excluded, "views": views, **clock.meta()})
 
 
 # --------------------------------------------------------------------------- resuming

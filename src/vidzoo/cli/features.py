@@ -77,13 +77,19 @@ def extract(
         return
     summary = {"out": str(out), "rows": len(features.features), "dim": features.dim, "layer": features.layer,
                "per": features.per, "clips_per_video": features.clips_per_video, "classes": features.classes,
-               "excluded": features.excluded, "engine": features.model.get("engine")}
+               "excluded": features.excluded, "engine": features.model.get("engine"),
+               **(features.throughput or {})}
     if as_json:
         print_json(summary)
         return
     console.print(f"{summary['rows']} x {summary['dim']} features ({features.layer}, per {features.per}) "
                   f"written to [bold]{out}[/]", highlight=False)
-    console.print(summary["engine"], highlight=False, soft_wrap=True)
+    speed = features.throughput or {}
+    if speed.get("data_wait_share") is not None:
+        console.print(f"{speed['clips_per_s']:.1f} clips/s, {speed['data_wait_share']:.0%} of the time waiting for "
+                      f"decoded videos ({workers} worker(s)); {summary['engine']}", highlight=False, soft_wrap=True)
+    else:
+        console.print(summary["engine"], highlight=False, soft_wrap=True)
     print_excluded(features.excluded)
 
 
