@@ -545,3 +545,36 @@ def test_iter_frames_yields_the_frames_get_frames_returns(name, sequential_pass,
 class _WithoutIterFrames:
     def __init__(self, decoder):
         self.info, self.get_frames, self.close = decoder.info, decoder.get_frames, decoder.close
+
+
+# --------------------------------------------------------------------------- reading into a caller's buffer
+
+
+@pytest.mark.parametrize("indices", [[0, 1, 2, 3], [5, 1, 5, 0]], ids=["in order", "unordered and repeated"])
+def test_get_frames_writes_into_a_reused_buffer(indices):
+    """`out=` is how long runs of frames are read without new memory per call: the result is the
+    buffer itself, holding exactly what a call without it returns, call after call."""
+    with VideoReader(VIDEOS / "mediabunny-testdata/test/public/rotate-buck-bunny.mp4") as video:  # rotated: strided
+        out = torch.zeros((len(indices), *video.output_size(48), 3), dtype=torch.uint8)
+        for shift in (0, 4):
+            wanted = [i + shift for i in indices]
+            frames = video.get_frames(wanted, size=48, out=out)
+            assert frames.data_ptr() == out.data_ptr()
+            assert torch.equal(out, video.get_frames(wanted, size=48))
+
+
+@pytest.mark.parametrize(
+    "make_out, problem",
+    [
+        (lambda shape: np.zeros((shape[0] + 1, *shape[1:]), np.uint8), "shape"),
+        (lambda shape: np.zeros(shape, np.float32), "uint8"),
+        (lambda shape: np.zeros(shape[::-1], np.uint8).transpose(3, 2, 1, 0), "C-contiguous"),
+    ],
+    ids=["wrong shape", "wrong dtype", "not contiguous"],
+)
+def test_get_frames_refuses_an_unusable_buffer(make_out, problem):
+    with VideoReader(VIDEOS / "imageio-binaries/images/realshort.mp4") as video:
+        shape = (2, *video.output_size(32), 3)
+        with pytest.raises(ValueError, match=problem) as caught:
+            video.get_frames([0, 1], size=32, out=make_out(shape))
+    assert "realshort.mp4" in str(caught.value)

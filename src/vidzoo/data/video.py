@@ -121,6 +121,8 @@ class Decoder(Protocol):
         """Frames at `indices` (presentation order) as uint8 (T, H, W, 3) RGB, rotation applied.
 
         `size` is the displayed (height, width) to resize to, or None for the native size.
+        Backends may also take ``out``, an array of the result's shape to write into
+        (`VideoReader.get_frames` passes it only when the caller gives one).
         """
 
     def close(self) -> None: ...
@@ -257,7 +259,9 @@ class _IndexedReader:
         self._seek_to_start()
         return self._frames()
 
-    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None) -> np.ndarray:
+    def get_frames(
+        self, indices: Sequence[int], size: tuple[int, int] | None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         info = self.info
         wanted = sorted(set(indices))
         if not wanted:
@@ -271,8 +275,12 @@ class _IndexedReader:
         if out_h <= 0 or out_w <= 0:
             raise ValueError(f"{self.path}: output size must be positive, got {size}")
         # Frames arrive in presentation order; fill each distinct index once, then gather
-        # (so repeated and unordered indices cost nothing extra).
-        buffer = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
+        # (so repeated and unordered indices cost nothing extra). Distinct ascending indices are
+        # written straight into the caller's `out`, if given.
+        in_order = list(indices) == wanted
+        if out is not None:
+            _check_out(self.path, out, (len(indices), out_h, out_w, 3))
+        buffer = out if out is not None and in_order else np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
         slot = {frame_index: k for k, frame_index in enumerate(wanted)}
         filled: set[int] = set()
         if self._index.timestamps_usable:
@@ -295,9 +303,13 @@ class _IndexedReader:
                 f"frames {missing[:5]}{'...' if len(missing) > 5 else ''} of {info.num_frames} could not "
                 "be decoded (truncated or corrupt data, or frames whose reference frames are missing)",
             )
-        if list(indices) == wanted:
+        if in_order:
             return buffer  # already in order and distinct: no second copy of the clip
-        return buffer[[slot[i] for i in indices]]
+        order = [slot[i] for i in indices]
+        if out is not None:
+            np.take(buffer, order, axis=0, out=out)
+            return out
+        return buffer[order]
 
     def _read_by_timestamp(self, wanted, slot, buffer, out_h, out_w, filled: set[int], seek: bool) -> set[int]:
         """Decode forward from the keyframe before the first missing frame (or from the start),
@@ -350,9 +362,14 @@ class _IndexedReader:
         for i, frame in enumerate(self._decode_from_start()):
             if i >= self.info.num_frames:
                 break
-            out = np.empty((out_h, out_w, 3), dtype=np.uint8)
-            self._convert_into(frame, out, out_h, out_w)
-            yield out
+            yield self._convert(frame, out_h, out_w)
+
+    def _convert(self, frame, out_h: int, out_w: int) -> np.ndarray:
+        """One frame as a new RGB array; backends whose converter already returns a fresh
+        picture hand it over instead of copying it (`PyAVDecoder._convert`)."""
+        out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+        self._convert_into(frame, out, out_h, out_w)
+        return out
 
 
 class PyAVDecoder(_IndexedReader):
@@ -519,21 +536,54 @@ class PyAVDecoder(_IndexedReader):
             raise CorruptVideoError(self.path, f"decoding failed ({_ffmpeg_reason(e)})") from e
 
     def _convert_into(self, frame, out: np.ndarray, out_h: int, out_w: int) -> None:
-        _rgb_into(self._reformatter, frame, _clockwise_rotation(frame), out, out_h, out_w)
+        out[...] = _rgb(self._reformatter, frame, _clockwise_rotation(frame), out_h, out_w)
+
+    def _convert(self, frame, out_h: int, out_w: int) -> np.ndarray:
+        return _rgb(self._reformatter, frame, _clockwise_rotation(frame), out_h, out_w)
 
     def close(self) -> None:
         self._container.close()
 
 
-def _rgb_into(reformatter, frame, rotation: int, out: np.ndarray, out_h: int, out_w: int) -> None:
+def _rgb(reformatter, frame, rotation: int, out_h: int, out_w: int) -> np.ndarray:
     """A PyAV frame, YUV (any format) -> RGB24 at the output size in one swscale call, turned
-    `rotation` degrees clockwise for display, written into `out`."""
+    `rotation` degrees clockwise for display.
+
+    The result is a view of the new picture swscale wrote (rows padded to FFmpeg's alignment,
+    rotated by striding), not a copy: whole-video reads hand it over as it is, and a copy into
+    a fresh array per frame would cost as much as the conversion (page faults on new memory).
+    """
     coded_h, coded_w = (out_w, out_h) if rotation in (90, 270) else (out_h, out_w)
     rgb = reformatter.reformat(frame, width=coded_w, height=coded_h, format="rgb24", interpolation="BILINEAR", threads=1)
     array = rgb.to_ndarray()
-    if rotation:
-        array = np.rot90(array, k=-rotation // 90)
-    out[...] = array
+    return np.rot90(array, k=-rotation // 90) if rotation else array
+
+
+def _rgb_into(reformatter, frame, rotation: int, out: np.ndarray, out_h: int, out_w: int) -> None:
+    """`_rgb`, written into `out`."""
+    out[...] = _rgb(reformatter, frame, rotation, out_h, out_w)
+
+
+def _writable_array(path: str, out: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The numpy view of a `get_frames(out=...)` buffer (a CPU tensor or an array), contiguous."""
+    if isinstance(out, torch.Tensor):
+        if out.device.type != "cpu":
+            raise ValueError(f"{path}: out must be a CPU tensor, got one on {out.device}")
+        out = out.numpy()
+    if isinstance(out, np.ndarray) and not out.flags.c_contiguous:
+        raise ValueError(f"{path}: out must be C-contiguous")
+    return out
+
+
+def _check_out(path: str, out: np.ndarray, shape: tuple[int, ...]) -> None:
+    """`get_frames(out=...)` must be a writable uint8 array of exactly the result's shape."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{path}: out must be a numpy array, got {type(out).__name__}")
+    if out.dtype != np.uint8 or out.shape != shape or not out.flags.writeable:
+        raise ValueError(
+            f"{path}: out must be a writable uint8 array of shape {shape}, got {out.dtype} {out.shape}"
+            + ("" if out.flags.writeable else " (read-only)")
+        )
 
 
 def _clockwise_rotation(frame) -> int:
@@ -657,23 +707,37 @@ class VideoReader:
             )
         return out_size
 
-    def get_frames(self, indices: Sequence[int], size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    def get_frames(
+        self,
+        indices: Sequence[int],
+        size: int | tuple[int, int] | None = None,
+        *,
+        out: torch.Tensor | np.ndarray | None = None,
+    ) -> torch.Tensor:
         """Frames at `indices` as a uint8 tensor (T, H, W, 3), RGB, in the order asked.
 
         Indices may repeat and come in any order. `size` is None (native), an int (the short
         side, aspect kept) or (height, width), all as displayed. Grey, 10-bit and alpha
         sources all come out as 3-channel 8-bit RGB.
+
+        `out`: a contiguous uint8 tensor or array of exactly that shape to write the frames into
+        (the result shares its memory). Reusing one buffer across calls is how to read long runs
+        of frames at the decoder's own speed: every new multi-megabyte array is memory the
+        process must fault in, which costs about as much as decoding into it.
         """
         indices = [int(i) for i in indices]
         out_size = self._capped_size(size)
-        frames = self._decoder.get_frames(indices, out_size)
-        return torch.from_numpy(frames)
+        if out is None:
+            return torch.from_numpy(self._decoder.get_frames(indices, out_size))
+        return torch.from_numpy(self._decoder.get_frames(indices, out_size, _writable_array(self.path, out)))
 
     def iter_frames(self, size: int | tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Every frame, in presentation order, as uint8 (H, W, 3) RGB arrays (`size` as in
         `get_frames`): one pass from the start with one frame in memory at a time, for reading
-        a whole video of any length (re-encoding it, say). Undecodable data raises
-        `CorruptVideoError`; a stream that just ends early yields fewer than `num_frames`."""
+        a whole video of any length (re-encoding it, say), at the decoder's own speed. Each array
+        is the converted picture itself, not a copy: it may be a strided view (rows padded to
+        FFmpeg's alignment, or rotated); `np.ascontiguousarray` it where that matters. Undecodable
+        data raises `CorruptVideoError`; a stream that just ends early yields fewer than `num_frames`."""
         out_size = self._capped_size(size)
         iterate = getattr(self._decoder, "iter_frames", None)
         if iterate is not None:

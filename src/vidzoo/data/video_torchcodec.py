@@ -59,6 +59,7 @@ from vidzoo.data.video import (
     _clockwise_rotation,
     _IndexedReader,
     _is_variable_rate,
+    _rgb,
     _rgb_into,
     _StreamIndex,
 )
@@ -344,6 +345,12 @@ class TorchCodecDecoder(_IndexedReader):
 
             rgb = F.resize(rgb, [out_h, out_w], interpolation=InterpolationMode.BILINEAR, antialias=True)
         out[...] = rgb.permute(1, 2, 0).numpy()
+
+    def _convert(self, frame: _Frame, out_h: int, out_w: int) -> np.ndarray:
+        target = self._pyav_frame(frame.raw)
+        if target is None:
+            return super()._convert(frame, out_h, out_w)
+        return _rgb(self._reformatter, target, _clockwise_rotation(frame.raw), out_h, out_w)
 
     def _pyav_frame(self, raw):
         """The decoded samples of `raw` in a PyAV frame that carries this stream's colour
