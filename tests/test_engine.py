@@ -76,11 +76,20 @@ def test_auto_measures_once_then_decides_from_the_cache(model, with_bf16, tmp_pa
     assert {Variant("eager", "fp32", False), Variant("eager", "bf16", True)} <= variants
     cache = json.loads((tmp_path / "cache" / "engines.json").read_text())
     assert len(cache) == 1
-    second = build_engine(model, calibration=clips(), job_clips=1000)
+    decoded = []
+
+    def calibration():  # what eval, extract and predict pass: decoding the clips is the cost
+        decoded.append(True)
+        return clips()
+
+    second = build_engine(model, calibration=calibration, job_clips=1000)
     assert "from cached measurements" in second.summary
     assert (second.variant, second.batch_size) == (first.variant, first.batch_size)
-    first.close()
-    second.close()
+    assert not decoded  # a cached choice needs no calibration clips
+    third = build_engine(model, calibration=calibration, job_clips=1000, use_cache=False)
+    assert "measured on" in third.summary and decoded == [True]
+    for run in (first, second, third):
+        run.close()
 
 
 def test_auto_drops_a_variant_that_disagrees_with_fp32(model, with_bf16, monkeypatch):

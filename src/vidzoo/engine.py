@@ -315,7 +315,7 @@ def build_engine(
     precision: str = "auto",
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
-    calibration: torch.Tensor | None = None,
+    calibration: torch.Tensor | Callable[[], torch.Tensor | None] | None = None,
     job_clips: int | None = None,
     use_cache: bool = True,
 ) -> Engine:
@@ -327,7 +327,8 @@ def build_engine(
         batch_size: clips per forward pass (None: `DEFAULT_BATCH`, or what the calibration
             found fastest among 4, 8 and 16).
         calibration: clips of the job to calibrate on (None: seeded random clips, whose top-1
-            agreement says less).
+            agreement says less), or a function that returns them, called only when something
+            must be measured (so a cached choice costs no decoding).
         job_clips: how many clips the job will run (None: unknown, e.g. a server; taken as
             long). Decides whether compiling or exporting can repay itself, and whether the job
             is worth calibrating at all.
@@ -363,8 +364,9 @@ def build_engine(
     key = _cache_key(model_hash, device, shape, batch_size)
     cached = _read_cache().get(key) if use_cache else None
     measurements = [Measurement.from_dict(m) for m in cached["measurements"]] if cached else []
-    clips = _calibration_clips(calibration, batch, shape)
+    clips: torch.Tensor | None = None
     if not measurements:
+        clips = _calibration_clips(calibration() if callable(calibration) else calibration, batch, shape)
         if job_clips is not None and job_clips < 2 * len(clips):
             variant = Variant("eager", "fp32", channels_last=False)
             return Engine(_build(model, variant, device, model_hash), variant=variant, batch_size=batch,
@@ -377,13 +379,15 @@ def build_engine(
         choice, why = _decide(measurements, engine, precision, job_clips, info)
         if choice.clips_per_s > 0:
             break
+        if clips is None:
+            clips = _calibration_clips(calibration() if callable(calibration) else calibration, batch, shape)
         measurements.append(_measure_setup(model, device, clips, choice, model_hash))  # compile or export it
         measured_now = True
     if use_cache and measured_now:
         _write_cache(key, measurements)
     forward = _built.pop((id(model), choice.variant), None) or _build(model, choice.variant, device, model_hash)
     _built.clear()
-    source = "from cached measurements" if cached else f"measured on {len(clips)} calibration clips"
+    source = f"measured on {len(clips)} calibration clips" if measured_now else "from cached measurements"
     summary = f"engine: {choice.variant.describe()}, batch {choice.batch_size} ({why}; {source})"
     return Engine(forward, variant=choice.variant, batch_size=choice.batch_size,
                   fixed_batch=choice.variant.engine == "compile", measurements=measurements, summary=summary,
@@ -398,7 +402,7 @@ def inference_engine(
     precision: str = "fp32",
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
-    calibration: torch.Tensor | None = None,
+    calibration: torch.Tensor | Callable[[], torch.Tensor | None] | None = None,
     job_clips: int | None = None,
 ) -> Iterator[Engine]:
     """`build_engine` for the length of a ``with`` block: an `Engine` passed in is used as it is
@@ -600,7 +604,7 @@ def build_feature_engine(
     precision: str = "auto",
     device: str | torch.device = "cpu",
     batch_size: int = DEFAULT_BATCH,
-    calibration: torch.Tensor | None = None,
+    calibration: torch.Tensor | Callable[[], torch.Tensor | None] | None = None,
     job_clips: int | None = None,
 ) -> Engine:
     """An `Engine` for `function` (clips to feature vectors, running `model`), as ``vidzoo extract``
@@ -629,11 +633,13 @@ def build_feature_engine(
 
     if precision != "auto":
         return finish(Variant(kind, precision, precision != "fp32"), "as asked")
-    clips = _calibration_clips(calibration, batch_size, _clip_shape(model))
     if not info["bf16"]:
         return finish(Variant(kind, "fp32", False), "no native bf16 here")
-    if job_clips is not None and job_clips < 4 * len(clips):
+    # Calibrating runs at least two batches per variant: a job must be several times longer.
+    if job_clips is not None and job_clips < 8 * batch_size:
         return finish(Variant(kind, "fp32", False), f"a job of {job_clips} clips is too short to calibrate")
+    clips = _calibration_clips(calibration() if callable(calibration) else calibration, batch_size,
+                               _clip_shape(model))
     measurements = []
     reference = None
     for variant in (Variant("eager", "fp32", False), Variant("eager", "bf16", True)):

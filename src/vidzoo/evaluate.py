@@ -382,7 +382,8 @@ def evaluate(
         parts, _fingerprint(model, source, spec, chunk_size, f"{engine} {precision}", decoder), "evaluation")
     dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
                                                      threads=decoder_threads(workers)))
-    calibration = first_views(dataset) if "auto" in (engine, precision) else None
+    # Decoded only if the engine must measure (not when its choice is cached).
+    calibration = (lambda: first_views(dataset)) if "auto" in (engine, precision) else None
 
     with inference_engine(model, engine=engine, precision=precision, device=processes.device, batch_size=batch_size,
                           calibration=calibration, job_clips=len(source) * spec.clips_per_video * spec.crops) as run:

@@ -300,7 +300,8 @@ def extract_features(
                            _fingerprint(template, source, chunk_size, f"{engine} {precision}", decoder), "extraction")
     dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
                                                      threads=decoder_threads(workers)))
-    calibration = first_views(dataset) if "auto" in (engine, precision) else None
+    # Decoded only if the engine must measure (not when its choice is cached).
+    calibration = (lambda: first_views(dataset)) if "auto" in (engine, precision) else None
 
     with inference_mode(model, processes.device), contextlib.closing(build_feature_engine(
             model, feature_fn, engine=engine, precision=precision, device=processes.device, batch_size=batch_size,

@@ -139,14 +139,17 @@ def predict(
         raise ValueError("--plot draws the timeline of --window predictions: give --window too")
     results = []
     model = load_inference_model(model_file, device=device)
-    calibration = None
-    if "auto" in (engine, precision):  # the first video that decodes gives the calibration clips
+
+    def calibration():
+        """The first video that decodes gives the calibration clips (only decoded if the engine
+        must measure: not when its choice is cached)."""
         for video in videos:
             try:
-                calibration = video_views(model, video, clips_per_video, decoder=decoder)[0]
-                break
+                return video_views(model, video, clips_per_video, decoder=decoder)[0]
             except VideoDecodeError:
                 continue
+        return None
+
     per_video = 1 if window is not None else (clips_per_video or model.clip_spec.clips_per_video) * model.clip_spec.crops
     plotted: set[str] = set()
     with inference_engine(model, engine=engine, precision=precision, device=device, batch_size=batch_size,
