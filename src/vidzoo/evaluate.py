@@ -349,8 +349,8 @@ def evaluate(
         engine, precision = "eager", "fp32"  # each process would calibrate, and might choose, on its own
     store = None if parts is None else ChunkStore(
         parts, _fingerprint(model, source, spec, chunk_size, f"{engine} {precision}", decoder), "evaluation")
-    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
-                                                     threads=decoder_threads(workers)))
+    threads = decoder_threads(workers, processes=processes.local_processes)  # this machine's processes share its cores
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder, threads=threads))
     calibration = first_views(dataset) if "auto" in (engine, precision) else None
 
     with inference_engine(model, engine=engine, precision=precision, device=processes.device, batch_size=batch_size,

@@ -293,8 +293,8 @@ def extract_features(
     if out is not None:
         store = ChunkStore(out.with_name(out.name + ".parts"),
                            _fingerprint(template, source, chunk_size, f"{engine} {precision}", decoder), "extraction")
-    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
-                                                     threads=decoder_threads(workers)))
+    threads = decoder_threads(workers, processes=processes.local_processes)  # this machine's processes share its cores
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder, threads=threads))
     calibration = first_views(dataset) if "auto" in (engine, precision) else None
 
     with inference_mode(model, processes.device), contextlib.closing(build_feature_engine(

@@ -205,13 +205,19 @@ def _decoder_factory(name: str) -> Callable[[str, int], Decoder]:
     return _DECODERS[name]
 
 
-def decoder_threads(workers: int, cores: int | None = None) -> int:
+def decoder_threads(workers: int, cores: int | None = None, processes: int = 1) -> int:
     """Decoding threads per video for `workers` DataLoader worker processes (0: the main process
-    decodes): the cores shared out, so one thread per worker once the workers fill the cores
+    decodes) in each of `processes` processes on this machine (``--devices``: each has its own
+    workers): the cores shared out, so one thread per worker once the workers fill the cores
     (more would only make the workers compete for the same cores)."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
+        cores = _usable_cores()
+    return max(1, cores // (max(1, processes) * max(1, workers)))
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- PyAV backend

@@ -319,7 +319,14 @@ class _Run:
         self.config, self.run_dir, self.data, self.trainable, self.started = config, run_dir, data, trainable, started
         spec = model.clip_spec
         log_file = run_dir / "bad_videos.log"
-        decoding = dict(decoder=config.decoder, threads=decoder_threads(config.workers))
+        self.throughput = Throughput()
+        self.checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
+                                           mode="max", save_top_k=1, enable_version_counter=False)
+        self.trainer = self._trainer()
+        # Every process on this machine (Lightning's devices per node) has its own workers: they
+        # share the cores.
+        threads = decoder_threads(config.workers, processes=self.trainer.num_devices)
+        decoding = dict(decoder=config.decoder, threads=threads)
         self.train_set = VideoDataset.from_spec(data.train, spec, train=True, flip=config.flip, seed=config.seed,
                                                 bad_video_log=log_file, **decoding)
         self.val_set = VideoDataset.from_spec(data.val, spec, train=False, clips_per_video=config.val_clips,
@@ -334,24 +341,24 @@ class _Run:
                 f"{name} {w:.3g}" for name, w in zip(data.train.classes, weights)))
         self.module = VideoClassificationModule(model, config, steps_per_epoch=len(self.train_loader),
                                                 class_weights=weights)
-        self.checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
-                                           mode="max", save_top_k=1, enable_version_counter=False)
-        self.throughput = Throughput()
 
     def bad_videos(self) -> list[BadVideo]:
         """Every video left out so far: by the preflight, in training and in validation."""
         return [*self.data.bad, *self.train_set.bad_videos]  # one log file holds train and val
 
-    def fit(self, ckpt_path: Path | None) -> TrainResult:
-        config = self.config
-        total = len(self.data.train) + len(self.data.val) + len(self.data.bad)
-        trainer = L.Trainer(
+    def _trainer(self) -> L.Trainer:
+        config, data = self.config, self.data
+        total = len(data.train) + len(data.val) + len(data.bad)
+        return L.Trainer(
             max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
             strategy=config.strategy, num_nodes=config.num_nodes, precision=config.precision,
             callbacks=_callbacks(config, self.run_dir, self.bad_videos, total, self.throughput, self.checkpoints),
             logger=False, default_root_dir=self.run_dir, enable_progress_bar=False, enable_model_summary=False,
             plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0, deterministic=False,
         )
+
+    def fit(self, ckpt_path: Path | None) -> TrainResult:
+        trainer = self.trainer
         run_started = time.time() - 2  # records older than this are from earlier runs (2 s: coarse file clocks)
         try:
             trainer.fit(self.module, self.train_loader, self.val_loader, ckpt_path=ckpt_path, weights_only=True)
