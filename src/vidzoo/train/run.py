@@ -39,7 +39,7 @@ from vidzoo.data.balance import class_weights
 from vidzoo.data.clip import ClipSpec, resolve_clip_spec
 from vidzoo.data.dataset import BadVideo, VideoDataset
 from vidzoo.data.sources import VideoSource
-from vidzoo.data.video import decoder_threads
+from vidzoo.data.video import check_decoder, decoder_threads, loader_workers
 from vidzoo.evaluate import evaluate, write_report
 from vidzoo.models._base import VideoClassifier
 from vidzoo.models._registry import check_model_args, get_model_entry
@@ -177,23 +177,23 @@ def _freeze(model: VideoClassifier, config: TrainConfig) -> None:
 
 
 def _loaders(config: TrainConfig, spec: ClipSpec, train_set: VideoDataset, val_set: VideoDataset,
-             record_dir: Path) -> tuple[DataLoader, DataLoader]:
-    persistent = config.workers > 0
+             record_dir: Path, workers: int) -> tuple[DataLoader, DataLoader]:
+    persistent = workers > 0
     init = functools.partial(worker_init, record_dir=record_dir)
     # A worker decodes a whole batch before handing it over, so the batch gets batch_size
     # times the per-video timeout; a hang then ends in an error naming the video.
-    timeout = config.sample_timeout * config.batch_size if config.workers > 0 else 0
+    timeout = config.sample_timeout * config.batch_size if workers > 0 else 0
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, sampler=EpochShuffleSampler(
             len(train_set), config.seed,
             balance_labels=[s.label for s in train_set.source.samples] if config.balance == "sampling" else None),
-        num_workers=config.workers, worker_init_fn=init, persistent_workers=persistent, timeout=timeout,
+        num_workers=workers, worker_init_fn=init, persistent_workers=persistent, timeout=timeout,
         # A last batch of one clip breaks BatchNorm on small inputs (1x1x1 maps); with shuffling
         # every clip is still seen across epochs.
         drop_last=len(train_set) > config.batch_size,
     )
     val_loader = DataLoader(
-        val_set, batch_size=max(1, config.batch_size // max(1, config.val_clips)), num_workers=config.workers,
+        val_set, batch_size=max(1, config.batch_size // max(1, config.val_clips)), num_workers=workers,
         worker_init_fn=init, persistent_workers=persistent, collate_fn=collate_views, timeout=timeout,
     )
     return train_loader, val_loader
@@ -267,6 +267,7 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None, verbo
     Lightning's own messages and third-party warnings.
     """
     started = time.perf_counter()
+    check_decoder(config.decoder)  # a decoder that cannot run here: one line before the run directory exists
     run_dir, ckpt_path = _run_dir(config, resume)
     with quiet_lightning(verbose):
         L.seed_everything(config.seed, workers=True, verbose=False)
@@ -325,7 +326,8 @@ class _Run:
         self.trainer = self._trainer()
         # Every process on this machine (Lightning's devices per node) has its own workers: they
         # share the cores.
-        threads = decoder_threads(config.workers, processes=self.trainer.num_devices)
+        workers = loader_workers(config.decoder, config.workers)  # 0 for a GPU decoder
+        threads = decoder_threads(workers, processes=self.trainer.num_devices)
         decoding = dict(decoder=config.decoder, threads=threads)
         self.train_set = VideoDataset.from_spec(data.train, spec, train=True, flip=config.flip, seed=config.seed,
                                                 bad_video_log=log_file, **decoding)
@@ -333,7 +335,8 @@ class _Run:
                                               bad_video_log=log_file, skip_bad=True, **decoding)
         self.record_dir = run_dir / DECODING_DIR
         self.record_dir.mkdir(exist_ok=True)
-        self.train_loader, self.val_loader = _loaders(config, spec, self.train_set, self.val_set, self.record_dir)
+        self.train_loader, self.val_loader = _loaders(config, spec, self.train_set, self.val_set, self.record_dir,
+                                                      workers)
         weights = None
         if config.balance == "loss":
             weights = class_weights([s.label for s in data.train.samples], len(data.train.classes))
