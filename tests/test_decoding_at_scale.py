@@ -182,6 +182,9 @@ def test_the_cuda_path_run_on_the_cpu_gives_pyavs_frames(dataset: Path, cuda_pat
         assert native.dtype == torch.uint8 and tuple(native.shape) == (4, pyav.height, pyav.width, 3)
         assert torch.equal(native, pyav.get_frames(indices))
         resized_a, resized_b = pyav.get_frames(indices, size=(12, 20)), cuda.get_frames(indices, size=(12, 20))
+        whole_a, whole_b = list(pyav.iter_frames()), list(cuda.iter_frames())  # whole-video reads too
+    assert len(whole_b) == len(whole_a) == pyav.num_frames
+    assert all(np.array_equal(a, b) for a, b in zip(whole_a, whole_b))
     assert resized_b.shape == resized_a.shape == (4, 12, 20, 3)
     assert float((resized_a.float() - resized_b.float()).abs().mean()) <= 2.5
 

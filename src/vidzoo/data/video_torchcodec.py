@@ -445,9 +445,10 @@ class TorchCodecCudaDecoder(TorchCodecDecoder):
             raise TorchCodecUnavailableError(f"{_CUDA_NEEDS}; torchcodec cannot decode on {self.device} "
                                              f"({_reason(e)}): {_CUDA_PIP_HINT}") from e
 
-    def _convert_into(self, frame: _Frame, out: np.ndarray, out_h: int, out_w: int) -> None:
-        # The samples are on the GPU: torchcodec's CUDA conversion, never the CPU's swscale.
-        self._convert_with_torchcodec(frame, out, out_h, out_w)
+    def _pyav_frame(self, raw):
+        # The samples are on the GPU: every frame takes torchcodec's CUDA conversion, never the
+        # CPU's swscale (whichever path converts it: clips or whole-video reads).
+        return None
 
 
 def _cuda_device() -> str:
