@@ -21,7 +21,10 @@ the measured DataLoader rows show how far that holds on this machine.
     .venv/bin/python benchmarks/loader.py              # the full run (quiet machine)
 
 Writes ``loader.json`` (every latency, the files, the machine, the settings) and ``loader.md`` to
-`--out`. Decoders are the registered ``VideoReader`` backends (`--decoder pyav torchcodec`).
+`--out`. Decoders are the registered ``VideoReader`` backends (`--decoder pyav torchcodec`;
+``torchcodec-cuda`` on a GPU machine: this benchmark's DataLoader workers are spawned, so each
+decodes on the GPU with its own CUDA context, where vidzoo's own loaders decode in the main
+process with it). One that cannot run here stops the benchmark before any work, in one line.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import torch
 from vidzoo.data.clip import ClipSpec
 from vidzoo.data.dataset import VideoDataset
 from vidzoo.data.sources import VideoSample, VideoSource
-from vidzoo.data.video import VideoDecodeError, available_decoders
+from vidzoo.data.video import DecoderUnavailableError, VideoDecodeError, available_decoders, check_decoder
 from vidzoo.prepare import PrepareSettings, prepare_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -263,6 +266,11 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(args.decoder) - set(available_decoders()))
     if unknown:
         sys.exit(f"error: unknown decoder(s) {unknown}; registered: {available_decoders()}")
+    for decoder in args.decoder:
+        try:
+            check_decoder(decoder)
+        except DecoderUnavailableError as e:
+            sys.exit(f"error: {e}")
     torch.set_num_threads(1)
     spec = ClipSpec(frames=args.frames, frame_stride=args.frame_stride, size=args.size)
     settings = PrepareSettings(short_side=args.prepare_short_side, keyframe_interval=args.keyframe_interval)

@@ -224,3 +224,67 @@ def test_a_destination_inside_the_dataset_folder_is_refused(tmp_path):
     (tmp_path / "talk" / "a.mp4").symlink_to(VIDEOS / "go-mp4-testdata/testdata/sample.mp4")
     with pytest.raises(ValueError, match="inside the dataset folder"):
         prepare_dataset(tmp_path, tmp_path / "prepared", SETTINGS, workers=0, progress=False)
+
+
+# --------------------------------------------------------------------------- --decoder
+
+
+def _two_synthetic_videos(dataset: Path, folder: Path) -> Path:
+    """An annotation of the first two videos of the tiny synthetic dataset (8 frames, 32 px)."""
+    rows = (dataset / "val.csv").read_text().splitlines()
+    path = folder / "two.csv"
+    path.write_text("\n".join(rows[:3]) + "\n")
+    return path
+
+
+def test_the_decoder_reads_the_sources_and_verifies_the_outputs(dataset, tmp_path, monkeypatch):
+    """prepare_dataset(decoder=...) opens every source and every new output with that backend;
+    torchcodec's frames are PyAV's, so the outputs decode to the same pixels either way."""
+    from vidzoo.data import video as video_module
+    from vidzoo.data.video_torchcodec import torchcodec_status
+
+    if not torchcodec_status()[0]:
+        pytest.skip(f"torchcodec cannot load here: {torchcodec_status()[1]}")
+    annotation = _two_synthetic_videos(dataset, tmp_path)
+    opened = []
+    factory = video_module._decoder_factory("torchcodec")
+
+    def spy(path, threads):
+        opened.append(Path(path))
+        return factory(path, threads)
+
+    monkeypatch.setitem(video_module._DECODERS, "torchcodec", spy)
+    settings = PrepareSettings(short_side=16, keyframe_interval=4)
+    reports = {decoder: prepare_dataset(annotation, tmp_path / decoder, settings, data_root=dataset, workers=0,
+                                        progress=False, decoder=decoder) for decoder in ("pyav", "torchcodec")}
+    sources = [Path(v.source) for v in reports["torchcodec"].videos]
+    assert [v.status for v in reports["torchcodec"].videos] == ["prepared"] * 2
+    assert set(sources) <= set(opened)  # the sources were read with torchcodec ...
+    verified = [p for p in opened if p.parent.is_relative_to(tmp_path / "torchcodec")]
+    assert len(verified) == 2 and all(p.name.endswith(".tmp") for p in verified)  # ... and each new file verified
+    assert not any(p.is_relative_to(tmp_path / "pyav") for p in opened)  # PyAV's run never used it
+    for a, b in zip(reports["pyav"].videos, reports["torchcodec"].videos):
+        with VideoReader(tmp_path / "pyav" / a.output) as x, VideoReader(tmp_path / "torchcodec" / b.output) as y:
+            assert np.array_equal(x.get_frames(range(x.num_frames)).numpy(), y.get_frames(range(y.num_frames)).numpy())
+
+
+def test_a_decoder_that_cannot_load_is_one_line_before_any_work(dataset, tmp_path, monkeypatch):
+    import sys
+
+    import vidzoo.data.video_torchcodec as backend
+    from vidzoo.data.video import DecoderUnavailableError
+
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # `import torchcodec` raises ImportError
+    monkeypatch.setattr(backend, "_STATUS", None)  # forget that it loaded
+    annotation = _two_synthetic_videos(dataset, tmp_path)
+    with pytest.raises(DecoderUnavailableError, match="pip install 'vidzoo\\[torchcodec\\]'"):
+        prepare_dataset(annotation, tmp_path / "api", SETTINGS, data_root=dataset, workers=0, progress=False,
+                        decoder="torchcodec")
+    result = CliRunner().invoke(app, ["prepare", str(annotation), str(tmp_path / "cli"), "--data-root", str(dataset),
+                                      "--decoder", "torchcodec"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the torchcodec decoder needs torchcodec"), lines
+    assert not (tmp_path / "api").exists() and not (tmp_path / "cli").exists()  # nothing was started
+    unknown = CliRunner().invoke(app, ["prepare", str(annotation), str(tmp_path / "cli"), "--decoder", "nope"])
+    assert unknown.exit_code == 2 and "unknown decoder 'nope'" in unknown.stderr

@@ -59,13 +59,15 @@ class OtherProcessFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Processes:
-    """The processes that share one command's work: this one's `rank` among `world_size`, and
-    the device it computes on. A single process is ``Processes()`` on its device."""
+    """The processes that share one command's work: this one's `rank` among `world_size`, the
+    device it computes on, and `local_processes`, how many of them run on this machine (they
+    share its cores). A single process is ``Processes()`` on its device."""
 
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     fabric: Any = field(default=None, repr=False)  # lightning.Fabric when distributed
+    local_processes: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -159,7 +161,9 @@ def launch(device: str | torch.device = "cpu", devices: int = 1, strategy: str =
         fabric = L.Fabric(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
                           precision="32-true")
         fabric.launch()
-    return Processes(fabric.global_rank, fabric.world_size, fabric.device, fabric)
+    # Lightning runs `devices` processes on each machine (under torchrun it checks that
+    # --nproc-per-node agrees).
+    return Processes(fabric.global_rank, fabric.world_size, fabric.device, fabric, local_processes=devices)
 
 
 # --------------------------------------------------------------------------- chunks on disk

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from vidzoo.data.clip import ClipSpec
 from vidzoo.data.dataset import VideoDataset
 from vidzoo.data.sources import VideoSource
-from vidzoo.data.video import VideoDecodeError, decoder_threads
+from vidzoo.data.video import VideoDecodeError, decoder_threads, loader_workers
 from vidzoo.distributed import (
     Chunk,
     ChunkStore,
@@ -380,8 +380,9 @@ def evaluate(
         engine, precision = "eager", "fp32"  # each process would calibrate, and might choose, on its own
     store = None if parts is None else ChunkStore(
         parts, _fingerprint(model, source, spec, chunk_size, f"{engine} {precision}", decoder), "evaluation")
-    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
-                                                     threads=decoder_threads(workers)))
+    workers = loader_workers(decoder, workers)  # 0 for a GPU decoder
+    threads = decoder_threads(workers, processes=processes.local_processes)  # this machine's processes share its cores
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder, threads=threads))
     # Decoded only if the engine must measure (not when its choice is cached).
     calibration = (lambda: first_views(dataset)) if "auto" in (engine, precision) else None
 

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Subset
 from vidzoo import __version__
 from vidzoo.data.dataset import VideoDataset
 from vidzoo.data.sources import VideoSource, load_source
-from vidzoo.data.video import VideoDecodeError, decoder_threads
+from vidzoo.data.video import VideoDecodeError, decoder_threads, loader_workers
 from vidzoo.distributed import (
     Chunk,
     ChunkStore,
@@ -275,7 +275,8 @@ def extract_features(
             is the reference, eager fp32; ``"auto"`` keeps bf16 where it is faster and its
             features stay within `vidzoo.engine.FEATURE_COSINE` of fp32's). With several
             processes ``auto`` means fp32, so that every process computes alike.
-        decoder: the video decoder, ``"auto"``, ``"pyav"`` or ``"torchcodec"`` (see `VideoReader`).
+        decoder: the video decoder, ``"auto"``, ``"pyav"``, ``"torchcodec"`` or ``"torchcodec-cuda"`` (see
+            `VideoReader`; on the GPU, the main process decodes: `workers` is not used).
     """
     out = _check_extract_args(per, batch_size, workers, chunk_size, out, overwrite)
     check_launch(devices, strategy, num_nodes, out)
@@ -298,8 +299,9 @@ def extract_features(
     if out is not None:
         store = ChunkStore(out.with_name(out.name + ".parts"),
                            _fingerprint(template, source, chunk_size, f"{engine} {precision}", decoder), "extraction")
-    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder,
-                                                     threads=decoder_threads(workers)))
+    workers = loader_workers(decoder, workers)  # 0 for a GPU decoder
+    threads = decoder_threads(workers, processes=processes.local_processes)  # this machine's processes share its cores
+    dataset = CatchingDataset(VideoDataset.from_spec(source, spec, train=False, decoder=decoder, threads=threads))
     # Decoded only if the engine must measure (not when its choice is cached).
     calibration = (lambda: first_views(dataset)) if "auto" in (engine, precision) else None
 

@@ -92,8 +92,8 @@ def predict_video(
     (``clips_per_video`` clips spread evenly over it, ``crops`` crops each; None: the model's),
     their softmax averaged. `top` holds the min(top_k, classes) most probable classes. The model
     sees at most `batch_size` views per forward pass (None: the engine's choice). `decoder` is the
-    video decoder ("auto", "pyav", "torchcodec"; see `VideoReader`). Raises VideoDecodeError
-    (naming the file) if the video cannot be read."""
+    video decoder ("auto", "pyav", "torchcodec", "torchcodec-cuda"; see `VideoReader`). Raises
+    VideoDecodeError (naming the file) if the video cannot be read."""
     top_k = _check_positive_int("top_k", top_k)
     if batch_size is not None:
         batch_size = _check_positive_int("batch_size", batch_size)

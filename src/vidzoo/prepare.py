@@ -10,7 +10,8 @@ loader spends. `prepare_dataset(src, dst)` writes each video of `src` again as H
 - at most `max_fps` frames per second (frames dropped evenly), when given,
 - the rotation applied to the pixels (no display matrix left), audio and other streams dropped,
 
-in worker processes, one file at a time. Each output is written to a temporary file, verified
+in worker processes, one file at a time, read with the chosen decoder (`decoder`: "auto",
+"pyav" or "torchcodec", as `VideoReader` takes it). Each output is written to a temporary file, verified
 (decoded to the end: frame count, size and keyframe spacing) and renamed into place, so a file
 under its final name is always a finished one. Running again resumes: an output already there
 that passes the same verification is skipped, anything else is redone. A video that cannot be
@@ -30,7 +31,7 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
 from vidzoo.data.sources import VideoSource, load_source
-from vidzoo.data.video import VideoDecodeError, VideoReader
+from vidzoo.data.video import VideoDecodeError, VideoReader, check_decoder
 from vidzoo.fileio import write_atomically
 from vidzoo.pool import run_per_file
 from vidzoo.progress import progress_bar
@@ -155,14 +156,15 @@ def _rate(fps: float) -> Fraction:
 
 
 def prepare_video(source: str | os.PathLike, output: str | os.PathLike,
-                  settings: PrepareSettings = PrepareSettings()) -> int:
+                  settings: PrepareSettings = PrepareSettings(), *, decoder: str = "auto") -> int:
     """Re-encode `source` to `output` (MP4, H.264; see the module doc), verified, atomically;
-    return the frames written. Raises `VideoDecodeError` for a source that cannot be read."""
-    with VideoReader(source) as video:
-        return _encode(video, Path(output), _plan(video, settings), settings)
+    return the frames written. `decoder` reads the source and the output. Raises
+    `VideoDecodeError` for a source that cannot be read."""
+    with VideoReader(source, decoder=decoder) as video:
+        return _encode(video, Path(output), _plan(video, settings), settings, decoder)
 
 
-def _encode(video: VideoReader, output: Path, plan: _Plan, settings: PrepareSettings) -> int:
+def _encode(video: VideoReader, output: Path, plan: _Plan, settings: PrepareSettings, decoder: str) -> int:
     import av  # imported here so `import vidzoo` stays light
 
     keep = set(plan.keep)
@@ -188,7 +190,7 @@ def _encode(video: VideoReader, output: Path, plan: _Plan, settings: PrepareSett
             container.mux(stream.encode(None))
         if written == 0:
             raise VideoDecodeError(video.path, "no frame could be decoded")
-        frames = verify_prepared(temp, plan.size, settings.keyframe_interval)
+        frames = verify_prepared(temp, plan.size, settings.keyframe_interval, decoder=decoder)
         if frames != written:
             raise VideoDecodeError(output, f"the new file decodes to {frames} frames, {written} were written")
 
@@ -196,9 +198,11 @@ def _encode(video: VideoReader, output: Path, plan: _Plan, settings: PrepareSett
     return written
 
 
-def verify_prepared(path: str | os.PathLike, size: tuple[int, int], keyframe_interval: int) -> int:
-    """Decode a prepared video to the end and check its (height, width) and that its keyframes
-    are exactly every `keyframe_interval` frames; return its frame count. Raises
+def verify_prepared(path: str | os.PathLike, size: tuple[int, int], keyframe_interval: int, *,
+                    decoder: str = "auto") -> int:
+    """Decode a prepared video to the end with `decoder` and check its (height, width) and that
+    its keyframes are exactly every `keyframe_interval` frames (the packets' flags, read with
+    PyAV's demuxer: nothing is decoded for that); return its frame count. Raises
     `VideoDecodeError` naming what is wrong."""
     import av
 
@@ -218,7 +222,7 @@ def verify_prepared(path: str | os.PathLike, size: tuple[int, int], keyframe_int
     at = [order[p] for p in sorted(keyframes)]
     if at != list(range(0, len(pts), keyframe_interval)):
         raise VideoDecodeError(path, f"keyframes at frames {at[:8]}..., not every {keyframe_interval}")
-    with VideoReader(path) as video:
+    with VideoReader(path, decoder=decoder) as video:
         if (video.height, video.width) != tuple(size) or video.rotation != 0:
             raise VideoDecodeError(path, f"size {video.width}x{video.height} rotation {video.rotation}, "
                                          f"expected {size[1]}x{size[0]} rotation 0")
@@ -228,34 +232,34 @@ def verify_prepared(path: str | os.PathLike, size: tuple[int, int], keyframe_int
     return decoded
 
 
-def _finished_frames(output: Path, plan: _Plan, settings: PrepareSettings) -> int | None:
+def _finished_frames(output: Path, plan: _Plan, settings: PrepareSettings, decoder: str) -> int | None:
     """The frame count of an output an earlier run finished, if it passes verification against
     what this run would write; else None (it is written again). The quality settings (crf,
     preset) cannot be checked: change them in a new destination."""
     if not output.is_file():
         return None
     try:
-        frames = verify_prepared(output, plan.size, settings.keyframe_interval)
+        frames = verify_prepared(output, plan.size, settings.keyframe_interval, decoder=decoder)
     except VideoDecodeError:
         return None
     # Fewer frames than planned: some of the source did not decode (the first run said so).
     return frames if 0 < frames <= len(plan.keep) else None
 
 
-def _prepare_one(task: tuple[str, str, str, str, PrepareSettings]) -> PreparedVideo:
-    source, out, relative, label, settings = task
+def _prepare_one(task: tuple[str, str, str, str, PrepareSettings, str]) -> PreparedVideo:
+    source, out, relative, label, settings, decoder = task
     output = Path(out) / relative
     started = time.perf_counter()
     # Temporary files of an interrupted run: never a finished output, only litter.
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
         stale.unlink(missing_ok=True)
     try:
-        with VideoReader(source) as video:
+        with VideoReader(source, decoder=decoder) as video:
             plan = _plan(video, settings)
-            frames = _finished_frames(output, plan, settings)
+            frames = _finished_frames(output, plan, settings, decoder)
             status = "skipped" if frames is not None else "prepared"
             if frames is None:
-                frames = _encode(video, output, plan, settings)
+                frames = _encode(video, output, plan, settings, decoder)
     except VideoDecodeError as e:
         return PreparedVideo(source, relative, label, "failed", type(e).__name__, e.reason,
                              seconds=round(time.perf_counter() - started, 3))
@@ -288,6 +292,7 @@ def prepare_dataset(
     workers: int = 2,
     timeout: float = 3600.0,
     progress: bool = True,
+    decoder: str = "auto",
 ) -> PrepareReport:
     """Re-encode every video of `src` (a folder of class folders, a CSV/TSV annotation, as
     `vidzoo train --data` reads, or a `VideoSource`) into `dst`; see the module doc.
@@ -296,10 +301,13 @@ def prepare_dataset(
     folder) with the videos that were prepared, ``<manifest stem>.classes.txt`` (every class of
     `src`, in order, also those whose videos all failed) and ``<manifest stem>.report.csv``: the
     splits of one dataset can share `dst`. `workers` processes (0: this one, no timeout); a
-    video taking over `timeout` seconds is failed.
+    video taking over `timeout` seconds is failed. `decoder` reads the sources and verifies the
+    outputs: "auto", "pyav" or "torchcodec" (one that cannot load here is refused before any
+    work: `DecoderUnavailableError` saying what to install).
     """
     if workers < 0:
         raise ValueError(f"workers must be 0 or more, got {workers}")
+    check_decoder(decoder)
     source = src if isinstance(src, VideoSource) else load_source(src, classes, root=data_root)
     out = Path(dst).resolve()
     if manifest is None:
@@ -322,7 +330,7 @@ def prepare_dataset(
                                          f"would overwrite the output of {taken[relative]}"))
             continue
         taken[relative] = sample.path
-        tasks.append((sample.path, str(out), relative, label, settings))
+        tasks.append((sample.path, str(out), relative, label, settings, decoder))
     sources = {Path(s.path).resolve() for s in source.samples}
     overwritten = [t[0] for t in tasks if (out / t[2]).resolve() in sources]
     if overwritten:
@@ -344,8 +352,8 @@ def prepare_dataset(
     return report
 
 
-def _failed(task: tuple[str, str, str, str, PrepareSettings], error: str, reason: str) -> PreparedVideo:
-    source, _, relative, label, _ = task
+def _failed(task: tuple[str, str, str, str, PrepareSettings, str], error: str, reason: str) -> PreparedVideo:
+    source, _, relative, label, _, _ = task
     return PreparedVideo(source, relative, label, "failed", error, reason)
 
 

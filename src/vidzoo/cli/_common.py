@@ -35,7 +35,9 @@ STRATEGY_HELP = ("auto or ddp: as `vidzoo train` (Lightning) starts processes: i
                  "extra process, or joins those torchrun / SLURM started.")
 NUM_NODES_HELP = "Machines, each running --devices processes (set MASTER_ADDR, NODE_RANK, ... as for train)."
 DECODER_HELP = ("Video decoder: pyav, torchcodec (needs vidzoo's torchcodec extra and FFmpeg's shared libraries), "
-                "or auto (per file type, the one measured faster).")
+                "torchcodec-cuda (torchcodec decoding with NVDEC on the GPU: needs a CUDA GPU and torchcodec's CUDA "
+                "build; decodes in the main process, not in --workers), or auto (per file type, the one measured "
+                "faster; never the GPU).")
 
 
 def check_decoder_option(decoder: str) -> str:

@@ -132,6 +132,7 @@ def prepare(
                                                       "name, or labels.csv for a folder)."),
     workers: int = typer.Option(2, help="Worker processes, one video each (0: in this process, no timeout)."),
     timeout: float = typer.Option(3600.0, help="Seconds one video may take before it is reported failed."),
+    decoder: str = typer.Option("auto", help=DECODER_HELP + " Reads the sources and verifies the outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary and every video as JSON."),
 ) -> None:
     """Re-encode a dataset once for training: H.264 at a small short side with a keyframe every
@@ -140,10 +141,11 @@ def prepare(
     failed)."""
     from vidzoo.prepare import PrepareSettings, prepare_dataset
 
+    check_decoder_option(decoder)
     settings = PrepareSettings(short_side=short_side, keyframe_interval=keyframe_interval, max_fps=max_fps, crf=crf,
                                preset=preset)
     report = prepare_dataset(src, dst, settings, classes=classes, data_root=data_root, manifest=manifest,
-                             workers=workers, timeout=timeout, progress=not as_json)
+                             workers=workers, timeout=timeout, progress=not as_json, decoder=decoder)
     if as_json:
         print_json(report.to_dict())
     else:

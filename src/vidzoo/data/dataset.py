@@ -72,7 +72,7 @@ class VideoDataset(Dataset):
 
     Frames are decoded directly at the pipeline's decode size (short side), so no
     full-resolution frame is ever materialised. `decoder` is the `VideoReader` backend ("auto",
-    "pyav", "torchcodec"), `threads` its decoding threads per video (`decoder_threads`).
+    "pyav", "torchcodec", "torchcodec-cuda"), `threads` its decoding threads per video (`decoder_threads`).
     """
 
     def __init__(

@@ -3,6 +3,7 @@
 `VideoReader(path, decoder=...)` is the one entry point. It delegates to a *decoder backend*
 through the small `Decoder` protocol: "pyav" (PyAV, whose wheels bundle FFmpeg; the default),
 "torchcodec" (the system's FFmpeg through torchcodec, in `video_torchcodec`: an optional extra),
+"torchcodec-cuda" (the same, decoding with NVDEC on the GPU; never chosen by "auto"),
 or "auto" (per file type, the one measured faster; see `resolve_decoder`). Another backend can
 be added with `register_decoder` without touching samplers or datasets.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ __all__ = [
     "resolve_decoder",
     "check_decoder",
     "decoder_threads",
+    "loader_workers",
 ]
 
 
@@ -136,12 +139,18 @@ class DecoderUnavailableError(ImportError):
     `VideoDecodeError`: nothing is wrong with any file. The message says what to install."""
 
 
+log = logging.getLogger(__name__)
+
 _DECODERS: dict[str, Callable[[str, int], Decoder]] = {}
 # Optional backends live in their own modules, imported on first use: `import vidzoo` never loads
 # torchcodec, and those modules import this one. name -> (module, factory, status function).
 _OPTIONAL_DECODERS: dict[str, tuple[str, str, str]] = {
     "torchcodec": ("vidzoo.data.video_torchcodec", "TorchCodecDecoder", "torchcodec_status"),
+    "torchcodec-cuda": ("vidzoo.data.video_torchcodec", "TorchCodecCudaDecoder", "torchcodec_cuda_status"),
 }
+# Backends that decode on a GPU: CUDA cannot be initialised in forked DataLoader workers, so the
+# main process decodes (`loader_workers`).
+_GPU_DECODERS = frozenset({"torchcodec-cuda"})
 
 # What `decoder="auto"` picks, by the file's extension: the backend that read clips faster there.
 # Measured with benchmarks/decoders.py (open, read 16 frames at stride 2 from a random start at
@@ -207,13 +216,31 @@ def _decoder_factory(name: str) -> Callable[[str, int], Decoder]:
     return _DECODERS[name]
 
 
-def decoder_threads(workers: int, cores: int | None = None) -> int:
+def decoder_threads(workers: int, cores: int | None = None, processes: int = 1) -> int:
     """Decoding threads per video for `workers` DataLoader worker processes (0: the main process
-    decodes): the cores shared out, so one thread per worker once the workers fill the cores
+    decodes) in each of `processes` processes on this machine (``--devices``: each has its own
+    workers): the cores shared out, so one thread per worker once the workers fill the cores
     (more would only make the workers compete for the same cores)."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
+        cores = _usable_cores()
+    return max(1, cores // (max(1, processes) * max(1, workers)))
+
+
+def loader_workers(decoder: str, workers: int) -> int:
+    """The DataLoader workers to start for `decoder`: `workers`, or 0 (the main process decodes,
+    with a warning) for a backend that decodes on a GPU, as CUDA cannot be initialised in forked
+    workers. Its decoding runs on the GPU; only demuxing and the clip's transforms stay on the CPU."""
+    if decoder in _GPU_DECODERS and workers > 0:
+        log.warning(
+            "--decoder %s decodes in the main process (CUDA cannot start in forked DataLoader workers): "
+            "--workers %d is not used", decoder, workers)
+        return 0
+    return workers
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- PyAV backend

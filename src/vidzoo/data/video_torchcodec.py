@@ -32,6 +32,16 @@ request returns the same frames:
 Errors are the PyAV backend's `VideoDecodeError` classes for the same files. A missing torchcodec
 or FFmpeg is `TorchCodecUnavailableError`: one line saying what to install.
 
+``decoder="torchcodec-cuda"`` (`TorchCodecCudaDecoder`) finds frames the same way but decodes on
+the GPU: torchcodec's NVDEC decoder (``make_decoder(device="cuda:N")``; codecs NVDEC lacks are
+decoded on the CPU and uploaded by torchcodec), `ColorConverter` on the same device for RGB (its
+own CUDA conversion, not swscale: pixels may differ from PyAV's by a level or so), a bilinear
+resize there, and one copy of each frame back to host memory, so it returns what every backend
+returns. It needs a CUDA GPU and torchcodec's and torch's CUDA builds (refused in one line
+otherwise) and runs in the process that opens it: DataLoaders decode in the main process with it
+(`vidzoo.data.video.loader_workers`), as CUDA cannot start in forked workers. N is the process's
+current CUDA device (under Lightning, each process's own GPU).
+
 Private torchcodec names used (checked with 0.17; revisit on upgrade): ``FrameIndex._pts`` and
 ``._time_base_num/_den`` (exact integer pts: the public ones are floats) and
 ``torchcodec._core.get_ffmpeg_library_versions`` (forces the FFmpeg load in `torchcodec_status`).
@@ -64,7 +74,8 @@ from vidzoo.data.video import (
     _StreamIndex,
 )
 
-__all__ = ["TorchCodecDecoder", "TorchCodecUnavailableError", "torchcodec_status", "APT_PACKAGES", "PIP_HINT"]
+__all__ = ["TorchCodecDecoder", "TorchCodecCudaDecoder", "TorchCodecUnavailableError", "torchcodec_status",
+           "torchcodec_cuda_status", "APT_PACKAGES", "PIP_HINT"]
 
 # Debian 12's packages for torchcodec's FFmpeg-5 build: libavdevice59 depends on libavfilter8,
 # which depends on the other five libraries libtorchcodec_core5.so links.
@@ -110,6 +121,30 @@ def _load_torchcodec() -> tuple[bool, str]:
     return True, f"torchcodec {torchcodec.__version__} with FFmpeg {versions.get('ffmpeg_version', '?')}"
 
 
+_CUDA_NEEDS = "the torchcodec-cuda decoder needs a CUDA GPU and torchcodec's CUDA build"
+_CUDA_PIP_HINT = ("pip install torchcodec --index-url https://download.pytorch.org/whl/cuXXX, the CUDA version of "
+                  "your torch")
+
+
+def torchcodec_cuda_status() -> tuple[bool, str]:
+    """(usable, one-line reason) for decoding on the GPU: torchcodec loads (`torchcodec_status`),
+    torch and torchcodec are CUDA builds and torch sees a GPU. Not cached: cheap after the first call."""
+    ok, reason = torchcodec_status()
+    if not ok:
+        return False, reason
+    import torch
+    import torchcodec
+
+    if torch.version.cuda is None or "+cpu" in torchcodec.__version__:
+        return False, (f"{_CUDA_NEEDS}; installed: torch {torch.__version__}, torchcodec {torchcodec.__version__} "
+                       f"(a CPU build): {_CUDA_PIP_HINT}")
+    if not torch.cuda.is_available():
+        return False, f"{_CUDA_NEEDS}; torch.cuda.is_available() is False"
+    # No CUDA context is made here (is_available only counts devices); DataLoaders never fork
+    # workers for this decoder anyway (`loader_workers`).
+    return True, f"{reason}, decoding on CUDA"
+
+
 def load_error_hint(message: str) -> str:
     """One line from torchcodec's multi-page "Could not load libtorchcodec" error.
 
@@ -149,6 +184,8 @@ class TorchCodecDecoder(_IndexedReader):
 
     `threads` is torchcodec's `num_ffmpeg_threads`.
     """
+
+    device = "cpu"  # where torchcodec decodes and converts
 
     def __init__(self, path: str, threads: int = 1):
         ok, reason = torchcodec_status()
@@ -279,7 +316,7 @@ class TorchCodecDecoder(_IndexedReader):
 
     def _new_decoder(self) -> None:
         stream = self._demuxer.streams[0]
-        self._decoder = stream.make_decoder(device="cpu", num_ffmpeg_threads=self.threads)
+        self._decoder = stream.make_decoder(device=self.device, num_ffmpeg_threads=self.threads)
 
     def _seek_to_start(self) -> None:
         self._sought = None
@@ -331,20 +368,19 @@ class TorchCodecDecoder(_IndexedReader):
             return
         # A layout PyAV frames do not share (semi-planar, packed): torchcodec's own conversion,
         # then torch's resize. Same frames, pixels a level or so apart when resized.
+        self._convert_with_torchcodec(frame, out, out_h, out_w)
+
+    def _convert_with_torchcodec(self, frame: _Frame, out: np.ndarray, out_h: int, out_w: int) -> None:
+        """torchcodec's `ColorConverter` on this decoder's device, then `rgb_frame_into`."""
         if self._converter is None:
             from torchcodec.decoders import ColorConverter
 
-            self._converter = ColorConverter(device="cpu")
+            self._converter = ColorConverter(device=self.device)
         try:
-            rgb = self._converter.convert(raw).data  # (3, H, W) uint8, rotation applied
+            rgb = self._converter.convert(frame.raw).data  # (3, H, W) uint8 on self.device, rotation applied
         except RuntimeError as e:
             raise CorruptVideoError(self.path, f"colour conversion failed ({_reason(e)})") from e
-        if tuple(rgb.shape[1:]) != (out_h, out_w):
-            from torchvision.transforms.v2 import InterpolationMode
-            from torchvision.transforms.v2 import functional as F
-
-            rgb = F.resize(rgb, [out_h, out_w], interpolation=InterpolationMode.BILINEAR, antialias=True)
-        out[...] = rgb.permute(1, 2, 0).numpy()
+        rgb_frame_into(rgb, out, out_h, out_w)
 
     def _convert(self, frame: _Frame, out_h: int, out_w: int) -> np.ndarray:
         target = self._pyav_frame(frame.raw)
@@ -396,6 +432,48 @@ class TorchCodecDecoder(_IndexedReader):
     def close(self) -> None:
         self._decoder = None
         self._demuxer = None
+
+
+class TorchCodecCudaDecoder(TorchCodecDecoder):
+    """`TorchCodecDecoder` decoding with NVDEC and converting and resizing on the GPU (see the
+    module docstring); `threads` only matters for codecs torchcodec decodes on the CPU."""
+
+    def __init__(self, path: str, threads: int = 1):
+        ok, reason = torchcodec_cuda_status()
+        if not ok:
+            raise TorchCodecUnavailableError(reason)
+        self.device = _cuda_device()
+        super().__init__(path, threads)
+
+    def _new_decoder(self) -> None:
+        try:
+            super()._new_decoder()
+        except RuntimeError as e:  # the device, not the file: torchcodec has not read a packet yet
+            raise TorchCodecUnavailableError(f"{_CUDA_NEEDS}; torchcodec cannot decode on {self.device} "
+                                             f"({_reason(e)}): {_CUDA_PIP_HINT}") from e
+
+    def _pyav_frame(self, raw):
+        # The samples are on the GPU: every frame takes torchcodec's CUDA conversion, never the
+        # CPU's swscale (whichever path converts it: clips or whole-video reads).
+        return None
+
+
+def _cuda_device() -> str:
+    """This process's current CUDA device (Lightning sets each process's own)."""
+    import torch
+
+    return f"cuda:{torch.cuda.current_device()}"
+
+
+def rgb_frame_into(rgb, out: np.ndarray, out_h: int, out_w: int) -> None:
+    """Write a (3, H, W) uint8 RGB tensor, on any device, into `out`, uint8 (out_h, out_w, 3) in
+    host memory: resized bilinearly (antialiased when shrinking) where it is, then copied once."""
+    if tuple(rgb.shape[1:]) != (out_h, out_w):
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
+
+        rgb = F.resize(rgb, [out_h, out_w], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    out[...] = rgb.permute(1, 2, 0).cpu().numpy()
 
 
 # FFmpeg's AVColorSpace numbers by name (libavutil/pixfmt.h), for frames PyAV makes itself.

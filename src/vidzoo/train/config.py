@@ -107,9 +107,10 @@ class TrainConfig(ClipOverrides):
     target_accuracy: float | None = Field(None, gt=0, le=1, description="stop once val accuracy reaches this")
     # machinery
     workers: int = Field(2, ge=0, description="DataLoader worker processes")
-    decoder: Literal["auto", "pyav", "torchcodec"] = Field(
+    decoder: Literal["auto", "pyav", "torchcodec", "torchcodec-cuda"] = Field(
         "auto", description="video decoder: pyav, torchcodec (needs vidzoo's torchcodec extra and FFmpeg's "
-        "shared libraries), or auto (per file type, the one measured faster)")
+        "shared libraries), torchcodec-cuda (torchcodec decoding on the GPU with NVDEC: needs a CUDA GPU and "
+        "torchcodec's CUDA build; decodes in the main process), or auto (per file type, the one measured faster)")
     seed: int = Field(0, description="random seed: the run is a function of it")
     precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed")
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu")

@@ -39,7 +39,7 @@ from vidzoo.data.balance import class_weights
 from vidzoo.data.clip import ClipSpec, resolve_clip_spec
 from vidzoo.data.dataset import BadVideo, VideoDataset
 from vidzoo.data.sources import VideoSource
-from vidzoo.data.video import decoder_threads
+from vidzoo.data.video import check_decoder, decoder_threads, loader_workers
 from vidzoo.evaluate import evaluate, write_report
 from vidzoo.models._base import VideoClassifier
 from vidzoo.models._registry import check_model_args, get_model_entry
@@ -177,23 +177,23 @@ def _freeze(model: VideoClassifier, config: TrainConfig) -> None:
 
 
 def _loaders(config: TrainConfig, spec: ClipSpec, train_set: VideoDataset, val_set: VideoDataset,
-             record_dir: Path) -> tuple[DataLoader, DataLoader]:
-    persistent = config.workers > 0
+             record_dir: Path, workers: int) -> tuple[DataLoader, DataLoader]:
+    persistent = workers > 0
     init = functools.partial(worker_init, record_dir=record_dir)
     # A worker decodes a whole batch before handing it over, so the batch gets batch_size
     # times the per-video timeout; a hang then ends in an error naming the video.
-    timeout = config.sample_timeout * config.batch_size if config.workers > 0 else 0
+    timeout = config.sample_timeout * config.batch_size if workers > 0 else 0
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, sampler=EpochShuffleSampler(
             len(train_set), config.seed,
             balance_labels=[s.label for s in train_set.source.samples] if config.balance == "sampling" else None),
-        num_workers=config.workers, worker_init_fn=init, persistent_workers=persistent, timeout=timeout,
+        num_workers=workers, worker_init_fn=init, persistent_workers=persistent, timeout=timeout,
         # A last batch of one clip breaks BatchNorm on small inputs (1x1x1 maps); with shuffling
         # every clip is still seen across epochs.
         drop_last=len(train_set) > config.batch_size,
     )
     val_loader = DataLoader(
-        val_set, batch_size=max(1, config.batch_size // max(1, config.val_clips)), num_workers=config.workers,
+        val_set, batch_size=max(1, config.batch_size // max(1, config.val_clips)), num_workers=workers,
         worker_init_fn=init, persistent_workers=persistent, collate_fn=collate_views, timeout=timeout,
     )
     return train_loader, val_loader
@@ -267,6 +267,7 @@ def train(config: TrainConfig, *, resume: str | os.PathLike | None = None, verbo
     Lightning's own messages and third-party warnings.
     """
     started = time.perf_counter()
+    check_decoder(config.decoder)  # a decoder that cannot run here: one line before the run directory exists
     run_dir, ckpt_path = _run_dir(config, resume)
     with quiet_lightning(verbose):
         L.seed_everything(config.seed, workers=True, verbose=False)
@@ -319,14 +320,23 @@ class _Run:
         self.config, self.run_dir, self.data, self.trainable, self.started = config, run_dir, data, trainable, started
         spec = model.clip_spec
         log_file = run_dir / "bad_videos.log"
-        decoding = dict(decoder=config.decoder, threads=decoder_threads(config.workers))
+        self.throughput = Throughput()
+        self.checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
+                                           mode="max", save_top_k=1, enable_version_counter=False)
+        self.trainer = self._trainer()
+        # Every process on this machine (Lightning's devices per node) has its own workers: they
+        # share the cores.
+        workers = loader_workers(config.decoder, config.workers)  # 0 for a GPU decoder
+        threads = decoder_threads(workers, processes=self.trainer.num_devices)
+        decoding = dict(decoder=config.decoder, threads=threads)
         self.train_set = VideoDataset.from_spec(data.train, spec, train=True, flip=config.flip, seed=config.seed,
                                                 bad_video_log=log_file, **decoding)
         self.val_set = VideoDataset.from_spec(data.val, spec, train=False, clips_per_video=config.val_clips,
                                               bad_video_log=log_file, skip_bad=True, **decoding)
         self.record_dir = run_dir / DECODING_DIR
         self.record_dir.mkdir(exist_ok=True)
-        self.train_loader, self.val_loader = _loaders(config, spec, self.train_set, self.val_set, self.record_dir)
+        self.train_loader, self.val_loader = _loaders(config, spec, self.train_set, self.val_set, self.record_dir,
+                                                      workers)
         weights = None
         if config.balance == "loss":
             weights = class_weights([s.label for s in data.train.samples], len(data.train.classes))
@@ -334,24 +344,24 @@ class _Run:
                 f"{name} {w:.3g}" for name, w in zip(data.train.classes, weights)))
         self.module = VideoClassificationModule(model, config, steps_per_epoch=len(self.train_loader),
                                                 class_weights=weights)
-        self.checkpoints = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val_acc",
-                                           mode="max", save_top_k=1, enable_version_counter=False)
-        self.throughput = Throughput()
 
     def bad_videos(self) -> list[BadVideo]:
         """Every video left out so far: by the preflight, in training and in validation."""
         return [*self.data.bad, *self.train_set.bad_videos]  # one log file holds train and val
 
-    def fit(self, ckpt_path: Path | None) -> TrainResult:
-        config = self.config
-        total = len(self.data.train) + len(self.data.val) + len(self.data.bad)
-        trainer = L.Trainer(
+    def _trainer(self) -> L.Trainer:
+        config, data = self.config, self.data
+        total = len(data.train) + len(data.val) + len(data.bad)
+        return L.Trainer(
             max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
             strategy=config.strategy, num_nodes=config.num_nodes, precision=config.precision,
             callbacks=_callbacks(config, self.run_dir, self.bad_videos, total, self.throughput, self.checkpoints),
             logger=False, default_root_dir=self.run_dir, enable_progress_bar=False, enable_model_summary=False,
             plugins=[AtomicCheckpointIO()], num_sanity_val_steps=0, deterministic=False,
         )
+
+    def fit(self, ckpt_path: Path | None) -> TrainResult:
+        trainer = self.trainer
         run_started = time.time() - 2  # records older than this are from earlier runs (2 s: coarse file clocks)
         try:
             trainer.fit(self.module, self.train_loader, self.val_loader, ckpt_path=ckpt_path, weights_only=True)
