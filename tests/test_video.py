@@ -578,3 +578,24 @@ def test_get_frames_refuses_an_unusable_buffer(make_out, problem):
         with pytest.raises(ValueError, match=problem) as caught:
             video.get_frames([0, 1], size=32, out=make_out(shape))
     assert "realshort.mp4" in str(caught.value)
+
+
+@pytest.mark.parametrize("env, expected", [({}, "True"), ({"VIDZOO_MALLOC_TUNING": "0"}, "False"),
+                                           ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}, "False")],
+                         ids=["default", "turned off", "user's own malloc settings"])
+def test_opening_a_video_pins_malloc_unless_told_not_to(env, expected):
+    """Once per process (it is process-wide), on glibc; a user's VIDZOO_MALLOC_TUNING=0 or own
+    GLIBC_TUNABLES malloc settings win."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc is pinned on glibc only")
+    code = ("from vidzoo.data import video; "
+            f"video.VideoReader({str(VIDEOS / 'imageio-binaries/images/realshort.mp4')!r}).close(); "
+            "print(video._malloc_tuned, video.keep_freed_frame_memory())")
+    environ = {k: v for k, v in os.environ.items() if k not in ("VIDZOO_MALLOC_TUNING", "GLIBC_TUNABLES")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**environ, **env})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected, expected]
