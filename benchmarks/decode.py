@@ -344,13 +344,28 @@ def machine_info(ffmpeg: str) -> dict:
     }
 
 
+def add_best_ratios(fixture: dict) -> None:
+    """``ratio_best`` for each decoder of a fixture's results: its fastest round's frames/s over
+    FFmpeg's fastest (from the raw times, so older results files render too)."""
+    ff = fixture["ffmpeg"]
+    ffmpeg_best = fps(ff["frames_reported"] - 1, min(ff["wall_s"]) - min(ff["one_frame_wall_s"]))
+    for key in ("vidzoo", "vidzoo_out", "vidzoo_iter", "pyav"):
+        d = fixture[key]
+        frames = d.get("frames_decoded", fixture["frames"])
+        d["fps_best"] = fps(frames, min(d["wall_s"]))
+        d["ratio_best"] = d["fps_best"] / ffmpeg_best
+
+
 def markdown(results: list[dict], machine: dict, settings: dict) -> str:
     def ms(d: dict) -> str:
         return f"{d['median']:.1f} / {d['p90']:.1f}"
 
     def ratio(d: dict, goal: bool = True) -> str:
-        miss = " ✗" if goal and d["ratio_to_ffmpeg"] < GOAL else ""
-        return f"{d['ratio_to_ffmpeg']:.2f}{miss} ({d['ratio_to_ffmpeg_cpu']:.2f})"
+        miss = " ✗" if goal and d["ratio_best"] < GOAL else ""
+        return f"{d['ratio_best']:.2f}{miss} ({d['ratio_to_ffmpeg']:.2f})"
+
+    for r in results:
+        add_best_ratios(r)
 
     lines = [
         "# Decode benchmark",
@@ -364,7 +379,9 @@ def markdown(results: list[dict], machine: dict, settings: dict) -> str:
         "",
         "## Full decode to RGB, frames/s",
         "",
-        "Ratios are to FFmpeg by wall clock, and in brackets by CPU time. get_frames reads the whole video "
+        "Frames/s are medians over the rounds. Ratios are to FFmpeg by wall clock: each decoder's fastest round over FFmpeg's fastest (timeit's rule: "
+        "slower rounds measure interference, not the code), and in brackets the same by the medians. "
+        "get_frames reads the whole video "
         "per call (GOP-aligned calls of at most 1.5 GB), into a new array, or into one buffer the caller reuses "
         "(`out=`); iter_frames yields one frame at a time. New memory: how fast this machine faults in an array "
         "of one call's size (MB/s), which bounds the new-array column.",
@@ -382,13 +399,15 @@ def markdown(results: list[dict], machine: dict, settings: dict) -> str:
             f"| {it['fps']:.0f} | {ratio(it)} | {pa['fps']:.0f} | {ratio(pa, goal=False)} "
             f"| {r['new_memory']['mb_per_s']:.0f} |"
         )
-    worst_out = min(r["vidzoo_out"]["ratio_to_ffmpeg"] for r in results)
-    worst_iter = min(r["vidzoo_iter"]["ratio_to_ffmpeg"] for r in results)
-    worst_new = min(r["vidzoo"]["ratio_to_ffmpeg"] for r in results)
+    worst_out = min(r["vidzoo_out"]["ratio_best"] for r in results)
+    worst_iter = min(r["vidzoo_iter"]["ratio_best"] for r in results)
+    worst_new = min(r["vidzoo"]["ratio_best"] for r in results)
+    worst_iter_median = min(r["vidzoo_iter"]["ratio_to_ffmpeg"] for r in results)
     lines += [
         "",
         f"Goal: whole-video decode (iter_frames) at ≥ {GOAL:.2f} of FFmpeg on every fixture (✗ marks misses): "
-        f"lowest {worst_iter:.2f}, {'met' if worst_iter >= GOAL else 'not met'}. For comparison, lowest into one "
+        f"lowest {worst_iter:.2f}, {'met' if worst_iter >= GOAL else 'not met'} (by the medians: lowest "
+        f"{worst_iter_median:.2f}). For comparison, lowest into one "
         f"reused buffer {worst_out:.2f} (a copy of every frame into a whole-video array), into a new array each "
         f"call {worst_new:.2f} (bounded by the new-memory rate).",
         "",
@@ -433,7 +452,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fixtures", nargs="+", metavar="NAME", help=f"subset of: {', '.join(FIXTURES)}")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output directory")
+    parser.add_argument("--render", action="store_true", help="rewrite decode.md from the decode.json in --out")
     args = parser.parse_args(argv)
+    if args.render:
+        return args
     if args.quick:
         args.repeats, args.clips = 1, 5
         args.fixtures = args.fixtures or QUICK_FIXTURES
@@ -453,6 +475,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render:
+        report = json.loads((args.out / "decode.json").read_text())
+        table = markdown(report["fixtures"], report["machine"], report["settings"])
+        (args.out / "decode.md").write_text(table)
+        print(table)
+        return
     ffmpeg = ffmpeg_or_exit()
     machine = machine_info(ffmpeg)
     settings = {"repeats": args.repeats, "clips": args.clips, "seed": args.seed, "quick": args.quick}
