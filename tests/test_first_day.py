@@ -234,6 +234,8 @@ def test_7_8_a_model_file_gives_its_architecture_and_the_load_report_comes_first
     assert result.exit_code == 0, result.output
     err = result.stderr + capfd.readouterr().err
     assert err.index("pretrained weights") < err.index("epoch 1/1")  # said before the first step
+    said = result.stdout + err
+    assert said.count("pretrained weights") == 1 and said.count(str(start_file)) == 1  # once, the path named once
     assert "skipped (old head, freshly initialised): fc8.weight, fc8.bias" in err
     assert "model c3d_bn: 184,964 parameters" in err  # the file's width and clip, not c3d_bn's defaults
 

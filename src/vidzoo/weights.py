@@ -215,7 +215,9 @@ class LoadReport:
     warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"pretrained weights {self.source}" + (f" ({self.file})" if self.file else "")]
+        # A local file is its own source: named once.
+        named = self.file and self.file != self.source
+        lines = [f"pretrained weights {self.source}" + (f" ({self.file})" if named else "")]
         if self.file_sha256:
             lines.append(f"  file sha256 {self.file_sha256}")
         lines.append(f"  loaded {len(self.loaded)} tensors")

@@ -60,8 +60,6 @@ def _train(
         raise
     if not result.model_file:  # a DDP rank other than 0: rank 0 writes the model and reports
         return
-    if result.load_report:
-        console.print(result.load_report, highlight=False, soft_wrap=True)
     if result.trainable_parameters != result.total_parameters:
         console.print(f"trained {result.trainable_parameters:,} of {result.total_parameters:,} parameters")
     console.print(f"model file: [bold]{result.model_file}[/]")
