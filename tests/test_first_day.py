@@ -140,8 +140,13 @@ def with_broken(videos: Path) -> Path:
     return write_csv(videos / "with_broken.csv", lines)
 
 
-def test_3_broken_files_are_skipped_named_and_listed(with_broken, tmp_path):
-    result = train(config(with_broken, tmp_path / "run", max_bad_fraction=0.1, val_split=0.4))
+def test_3_broken_files_are_skipped_named_and_listed(with_broken, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="vidzoo.train"):
+        result = train(config(with_broken, tmp_path / "run", max_bad_fraction=0.1, val_split=0.4))
+    # The split counts said before the preflight are said again without the broken files.
+    kept = {name: len((Path(result.run_dir) / f"{name}_split.csv").read_text().splitlines()) - 1
+            for name in ("train", "val")}
+    assert f"left out 3 unusable video(s); videos per split now: train {kept['train']}, val {kept['val']}" in caplog.text
     with open(Path(result.run_dir) / "bad_videos.csv", newline="") as f:
         listed = {Path(row["path"]).name: row for row in csv.DictReader(f)}
     assert set(listed) == {"corrupt.mp4", "notes.mp4", "empty.webm"}

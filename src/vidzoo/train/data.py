@@ -152,3 +152,6 @@ def preflight(data: RunData, spec: ClipSpec, config: TrainConfig) -> None:
         log.warning("skipping %s: %s", bad.path, bad.reason)
     for name, source in splits.items():
         setattr(data, name, source.subset([i for i, s in enumerate(source.samples) if s.path not in broken]))
+    # The split counts said before the preflight included these videos.
+    say(f"left out {len(data.bad)} unusable video(s); videos per split now: "
+        + ", ".join(f"{name} {len(getattr(data, name))}" for name in splits))
