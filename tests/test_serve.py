@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 
 from vidzoo.cli import app as cli_app
 from vidzoo.models import create_model
-from vidzoo.models.factory import save_model
+from vidzoo.models.factory import load_model, save_model
 from vidzoo.serve import ServeSettings, create_app
 from vidzoo.serve.upload import UploadError, receive_upload
 from vidzoo.serve.worker import DEFAULT_CODECS, predict_job
@@ -190,11 +190,18 @@ def test_access_log_has_one_json_line_per_request(client, caplog):
     assert lines[1]["error"] == "not_a_video" and lines[1]["upload_bytes"] == 18
 
 
+def _junk_onnx(folder: Path) -> Path:
+    path = folder / "junk.onnx"
+    path.write_text("not an ONNX model\n")
+    return path
+
+
 def test_serve_command_refuses_bad_arguments_in_one_line(model_file, tmp_path):
     runner = CliRunner()
     for args, words in [([tmp_path / "nope.safetensors"], "not a safetensors file"),
                         ([model_file, "--containers", "mp4,flv"], "unknown containers ['flv']"),
-                        ([model_file, model_file], "different names")]:
+                        ([model_file, model_file], "different names"),
+                        ([_junk_onnx(tmp_path)], "not a readable ONNX or torch.export file")]:
         result = runner.invoke(cli_app, ["serve", *map(str, args)])
         assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
 
@@ -555,3 +562,20 @@ def test_no_request_the_schema_allows_gets_a_5xx(server):
     print("schemathesis statuses:", sorted(seen))
     assert len(seen) >= 15 and any(400 <= code < 500 for code in seen)
     assert_no_uploads(server)
+
+
+def test_an_exported_onnx_file_is_served_beside_its_model_file(model_file, tmp_path):
+    """`vidzoo export` then `vidzoo serve model.onnx`: ONNX Runtime answers what the model file does."""
+    pytest.importorskip("onnxruntime")
+    from vidzoo.export import export_model
+
+    onnx_file = tmp_path / "tiny_onnx.onnx"
+    export_model(load_model(model_file), onnx_file, format="onnx", dynamic_batch=True)
+    app = create_app([model_file, onnx_file], ServeSettings(**LIMITS, workers=1, queue=1, threads=1, engine="auto",
+                                                            precision="fp32", upload_root=str(tmp_path)))
+    with TestClient(app) as client:  # runs the lifespan: a worker loads both files
+        models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert models["tiny_onnx"]["classes"] == CLASSES and models["tiny_onnx"]["arch"] == "c3d_bn"
+        from_onnx, from_file = (post(client, CLIPS[1], f"?model={name}").json() for name in ("tiny_onnx", "tiny"))
+    assert from_onnx["model"]["engine"].startswith("engine: onnxruntime fp32")
+    assert max(abs(a - b) for a, b in zip(from_onnx["probabilities"], from_file["probabilities"])) <= 1e-5

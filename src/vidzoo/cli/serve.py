@@ -15,8 +15,9 @@ _MISSING = "vidzoo serve needs FastAPI and uvicorn: pip install 'vidzoo[serve]'"
 
 @user_errors
 def serve(
-    model_files: List[Path] = typer.Argument(..., help="vidzoo model files; each is served under its file name "
-                                             "without .safetensors (the first is the default)."),
+    model_files: List[Path] = typer.Argument(..., help="vidzoo model files, or .onnx files `vidzoo export` wrote "
+                                             "(run by ONNX Runtime); each is served under its file name without "
+                                             "the suffix (the first is the default)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, help="Worker processes that decode and predict (each loads the models); "

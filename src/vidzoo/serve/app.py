@@ -85,7 +85,8 @@ class ServeSettings:
 
 @dataclass
 class ServedModel:
-    """A model file the server answers for, with its description read from the file's header."""
+    """A model file (or an exported ``.onnx`` file) the server answers for, with its description
+    read from the file's header (the ONNX file's metadata)."""
 
     name: str
     path: str
@@ -95,7 +96,12 @@ class ServedModel:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ServedModel:
         path = Path(path)
-        metadata = read_model_metadata(path)  # raises ModelFileError for anything else
+        if path.suffix.lower() == ".onnx":  # `vidzoo export --format onnx`: run by ONNX Runtime
+            from vidzoo.export import read_export_metadata
+
+            metadata = read_export_metadata(path)  # raises ExportError for a file vidzoo did not export
+        else:
+            metadata = read_model_metadata(path)  # raises ModelFileError for anything else
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(MB), b""):
