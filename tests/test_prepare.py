@@ -61,12 +61,12 @@ def _keyframe_indices(path: Path) -> tuple[list[int], int]:
 
 def test_every_good_video_is_prepared_and_the_broken_one_is_reported(prepared):
     _, dst, report = prepared
-    status = {Path(v.source).relative_to(VIDEOS).as_posix(): v.status for v in report.videos}
+    status = {Path(v.source).resolve().relative_to(VIDEOS.resolve()).as_posix(): v.status for v in report.videos}
     assert status == {**dict.fromkeys(GOOD, "prepared"), BROKEN: "failed"}
     assert report.summary() == {"videos": 4, "prepared": 3, "skipped": 0, "failed": 1}
     assert report.report == str(dst / "train.report.csv")
     with open(report.report, newline="") as f:
-        rows = {Path(r["source"]).relative_to(VIDEOS).as_posix(): r for r in csv.DictReader(f)}
+        rows = {Path(r["source"]).resolve().relative_to(VIDEOS.resolve()).as_posix(): r for r in csv.DictReader(f)}
     assert rows[BROKEN]["status"] == "failed"
     assert rows[BROKEN]["error"] == "CorruptVideoError" and "decoding failed" in rows[BROKEN]["reason"]
     assert not _output(dst, BROKEN).exists()
@@ -150,7 +150,7 @@ def test_a_second_run_skips_what_is_finished_and_redoes_the_rest(prepared, tmp_p
 
     report = prepare_dataset(annotation, dst, SETTINGS, data_root=VIDEOS, workers=0, progress=False)
 
-    status = {Path(v.source).relative_to(VIDEOS).as_posix(): v.status for v in report.videos}
+    status = {Path(v.source).resolve().relative_to(VIDEOS.resolve()).as_posix(): v.status for v in report.videos}
     assert status == {"mmaction2-samples/tests/data/test.avi": "skipped",
                       "go-mp4-testdata/testdata/sample.mp4": "prepared",
                       "decord-testdata/tests/test_data/video_90.mov": "prepared", BROKEN: "failed"}
