@@ -305,8 +305,6 @@ class _IndexedReader:
         # (so repeated and unordered indices cost nothing extra). Distinct ascending indices are
         # written straight into the caller's `out`, if given.
         in_order = list(indices) == wanted
-        if out is not None:
-            _check_out(self.path, out, (len(indices), out_h, out_w, 3))
         buffer = out if out is not None and in_order else np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
         slot = {frame_index: k for k, frame_index in enumerate(wanted)}
         filled: set[int] = set()
@@ -586,33 +584,6 @@ def _rgb(reformatter, frame, rotation: int, out_h: int, out_w: int) -> np.ndarra
     return np.rot90(array, k=-rotation // 90) if rotation else array
 
 
-def _rgb_into(reformatter, frame, rotation: int, out: np.ndarray, out_h: int, out_w: int) -> None:
-    """`_rgb`, written into `out`."""
-    out[...] = _rgb(reformatter, frame, rotation, out_h, out_w)
-
-
-def _writable_array(path: str, out: torch.Tensor | np.ndarray) -> np.ndarray:
-    """The numpy view of a `get_frames(out=...)` buffer (a CPU tensor or an array), contiguous."""
-    if isinstance(out, torch.Tensor):
-        if out.device.type != "cpu":
-            raise ValueError(f"{path}: out must be a CPU tensor, got one on {out.device}")
-        out = out.numpy()
-    if isinstance(out, np.ndarray) and not out.flags.c_contiguous:
-        raise ValueError(f"{path}: out must be C-contiguous")
-    return out
-
-
-def _check_out(path: str, out: np.ndarray, shape: tuple[int, ...]) -> None:
-    """`get_frames(out=...)` must be a writable uint8 array of exactly the result's shape."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{path}: out must be a numpy array, got {type(out).__name__}")
-    if out.dtype != np.uint8 or out.shape != shape or not out.flags.writeable:
-        raise ValueError(
-            f"{path}: out must be a writable uint8 array of shape {shape}, got {out.dtype} {out.shape}"
-            + ("" if out.flags.writeable else " (read-only)")
-        )
-
-
 def _clockwise_rotation(frame) -> int:
     # PyAV reports the display matrix angle counter-clockwise; round to the nearest
     # quarter turn (FFmpeg's autorotate does the same for the common cases).
@@ -790,7 +761,8 @@ class VideoReader:
         out_size = self._capped_size(size)
         if out is None:
             return torch.from_numpy(self._decoder.get_frames(indices, out_size))
-        return torch.from_numpy(self._decoder.get_frames(indices, out_size, _writable_array(self.path, out)))
+        shape = (len(indices), *(out_size or (self.height, self.width)), 3)
+        return torch.from_numpy(self._decoder.get_frames(indices, out_size, _out_array(self.path, out, shape)))
 
     def iter_frames(self, size: int | tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Every frame, in presentation order, as uint8 (H, W, 3) RGB arrays (`size` as in
@@ -823,6 +795,23 @@ class VideoReader:
             f"VideoReader({self.path!r}, frames={i.num_frames}, fps={i.fps:.3f}, "
             f"size={i.width}x{i.height}, rotation={i.rotation}, codec={i.codec})"
         )
+
+
+def _out_array(path: str, out: torch.Tensor | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The numpy view of a `get_frames(out=...)` buffer: a CPU tensor or array, uint8, writable,
+    C-contiguous and of exactly the result's `shape`; anything else is a ValueError naming the file."""
+    if isinstance(out, torch.Tensor):
+        if out.device.type != "cpu":
+            raise ValueError(f"{path}: out must be a CPU tensor, got one on {out.device}")
+        out = out.numpy()
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{path}: out must be a tensor or numpy array, got {type(out).__name__}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{path}: out must be C-contiguous")
+    if out.dtype != np.uint8 or out.shape != shape or not out.flags.writeable:
+        raise ValueError(f"{path}: out must be a writable uint8 array of shape {shape}, got {out.dtype} {out.shape}"
+                         + ("" if out.flags.writeable else " (read-only)"))
+    return out
 
 
 def read_video_info(path: str | os.PathLike, *, decoder: str = "auto") -> VideoInfo:

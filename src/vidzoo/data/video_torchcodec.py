@@ -70,7 +70,6 @@ from vidzoo.data.video import (
     _IndexedReader,
     _is_variable_rate,
     _rgb,
-    _rgb_into,
     _StreamIndex,
 )
 
@@ -364,7 +363,7 @@ class TorchCodecDecoder(_IndexedReader):
         rotation = _clockwise_rotation(raw)
         target = self._pyav_frame(raw)
         if target is not None:
-            _rgb_into(self._reformatter, target, rotation, out, out_h, out_w)
+            out[...] = _rgb(self._reformatter, target, rotation, out_h, out_w)
             return
         # A layout PyAV frames do not share (semi-planar, packed): torchcodec's own conversion,
         # then torch's resize. Same frames, pixels a level or so apart when resized.
