@@ -266,9 +266,13 @@ def _compare(reference: torch.Tensor, logits: torch.Tensor) -> tuple[float, floa
     return agree, diff
 
 
-def _calibration_clips(clips: torch.Tensor | None, batch: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """At least two batches (one to warm up, one to time): the job's own clips, repeated when
-    there are fewer, or seeded random clips when the caller has none."""
+def _calibration_clips(clips: torch.Tensor | Callable[[], torch.Tensor | None] | None, batch: int,
+                       shape: tuple[int, ...]) -> torch.Tensor:
+    """At least two batches (one to warm up, one to time): the job's own clips (or what the
+    function the caller passed returns), repeated when there are fewer, or seeded random clips
+    when the caller has none."""
+    if callable(clips):
+        clips = clips()
     if clips is None or len(clips) == 0:
         return torch.randn(2 * batch, *shape, generator=torch.Generator().manual_seed(0))
     clips = clips.detach().float().cpu()
@@ -366,7 +370,7 @@ def build_engine(
     measurements = [Measurement.from_dict(m) for m in cached["measurements"]] if cached else []
     clips: torch.Tensor | None = None
     if not measurements:
-        clips = _calibration_clips(calibration() if callable(calibration) else calibration, batch, shape)
+        clips = _calibration_clips(calibration, batch, shape)
         if job_clips is not None and job_clips < 2 * len(clips):
             variant = Variant("eager", "fp32", channels_last=False)
             return Engine(_build(model, variant, device, model_hash), variant=variant, batch_size=batch,
@@ -380,7 +384,7 @@ def build_engine(
         if choice.clips_per_s > 0:
             break
         if clips is None:
-            clips = _calibration_clips(calibration() if callable(calibration) else calibration, batch, shape)
+            clips = _calibration_clips(calibration, batch, shape)
         measurements.append(_measure_setup(model, device, clips, choice, model_hash))  # compile or export it
         measured_now = True
     if use_cache and measured_now:
@@ -638,8 +642,7 @@ def build_feature_engine(
     # Calibrating runs at least two batches per variant: a job must be several times longer.
     if job_clips is not None and job_clips < 8 * batch_size:
         return finish(Variant(kind, "fp32", False), f"a job of {job_clips} clips is too short to calibrate")
-    clips = _calibration_clips(calibration() if callable(calibration) else calibration, batch_size,
-                               _clip_shape(model))
+    clips = _calibration_clips(calibration, batch_size, _clip_shape(model))
     measurements = []
     reference = None
     for variant in (Variant("eager", "fp32", False), Variant("eager", "bf16", True)):
