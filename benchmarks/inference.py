@@ -23,7 +23,7 @@ Writes ``inference.json`` and ``inference.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import copy as copy_module
+import copy
 import datetime
 import json
 import os
@@ -148,14 +148,15 @@ def bench_model(name: str, batch: int, clips: torch.Tensor, args) -> dict:
         if auto.variant.engine == "compile" and auto.variant.describe() not in by_name:
             # Without --compile the table has no compiled column: auto's own measurement stands for it.
             _, _, auto_rate = measure(auto, clips, batch, args.seconds)
-            best_rate = auto_rate if auto_rate > best["clips_per_s"] else best["clips_per_s"]
             if auto_rate > best["clips_per_s"]:
                 best = {"variant": auto.variant.describe(), "clips_per_s": auto_rate}
+            best_rate = best["clips_per_s"]
         else:
-            copy = copy_module.deepcopy(model)
-            engines._set_memory_format(copy, False)
-            best_forward = (engines._onnx_forward(copy, torch.device("cpu"), "bench") if best["variant"].startswith("onnx")
-                            else engines._torch_forward(copy, by_name[best["variant"]], torch.device("cpu")))
+            model_copy = copy.deepcopy(model)
+            engines._set_memory_format(model_copy, False)
+            best_forward = (engines._onnx_forward(model_copy, torch.device("cpu"), "bench")
+                            if best["variant"].startswith("onnx")
+                            else engines._torch_forward(model_copy, by_name[best["variant"]], torch.device("cpu")))
             auto_rate, best_rate = measure_pair(auto, best_forward, clips, batch, args.seconds)
         auto.close()
     reference_rate = rows[0]["clips_per_s"]
